@@ -1,0 +1,326 @@
+"""BIDS datalist: pair T2w images with PVS masks by their entities, filter, split by subject, save once.
+
+The layout is that of OpenNeuro ds005595::
+
+    sub-001/anat/sub-001_T2w.nii.gz
+    derivatives/mask/sub-001/sub-001_desc-mask_PVS.nii.gz
+
+Sessions (``sub-*/ses-*/anat``) and the ``acq`` and ``run`` entities are supported; an image and a mask
+pair when their (sub, ses, acq, run) entities are equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from scripts.io import atomic_write_json
+
+logger = logging.getLogger("pvs_bundle.datalist")
+
+PAIR_ENTITIES: tuple[str, ...] = ("sub", "ses", "acq", "run")
+SPLITS: tuple[str, ...] = ("training", "validation", "test")
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+_ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)(?=_|$)")
+_SUFFIX = re.compile(r"_([a-zA-Z0-9]+)$")
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """Return a file name without its .nii or .nii.gz extension, or None if it is not NIfTI."""
+    for ext in NIFTI_SUFFIXES:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def parse_entities(path: str | Path) -> tuple[dict[str, str], str]:
+    """Parse the BIDS entities and suffix of a NIfTI file name.
+
+    Args:
+        path: a file path such as ``sub-01/ses-2/anat/sub-01_ses-2_run-1_T2w.nii.gz``.
+
+    Returns:
+        The entities (e.g. ``{"sub": "01", "ses": "2", "run": "1"}``) and the suffix (``"T2w"``).
+
+    Raises:
+        ValueError: if the name is not a NIfTI file with a ``sub-`` entity and a suffix.
+    """
+    stem = strip_nifti_suffix(Path(path).name)
+    if stem is None:
+        raise ValueError(f"{path}: must be a NIfTI file (.nii or .nii.gz).")
+    entities = dict(_ENTITY.findall(stem))
+    suffix = _SUFFIX.search(stem)
+    if "sub" not in entities or suffix is None or "-" in suffix.group(1):
+        raise ValueError(f"{path}: must be a BIDS name like sub-<label>[_ses-<label>]..._<suffix>.nii.gz.")
+    return entities, suffix.group(1)
+
+
+def pair_key(entities: dict[str, str]) -> tuple[str | None, ...]:
+    """Return the key that pairs an image with its mask: its (sub, ses, acq, run) entities."""
+    return tuple(entities.get(k) for k in PAIR_ENTITIES)
+
+
+def case_id(entities: dict[str, str]) -> str:
+    """Return a readable case id such as ``sub-001`` or ``sub-001_ses-2_run-1``."""
+    return "_".join(f"{k}-{entities[k]}" for k in PAIR_ENTITIES if k in entities)
+
+
+@dataclass
+class DatalistReport:
+    """What building a datalist found and left out, written beside the datalist."""
+
+    pairs: int = 0
+    empty_masks: list[str] = field(default_factory=list)
+    images_without_label: list[str] = field(default_factory=list)
+    labels_without_image: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Return the report as a JSON-ready dict."""
+        return {
+            "pairs_used": self.pairs,
+            "empty_masks_skipped": self.empty_masks,
+            "images_without_label": self.images_without_label,
+            "labels_without_image": self.labels_without_image,
+        }
+
+
+def _index(files: list[Path], root: Path, suffix: str) -> dict[tuple[str | None, ...], Path]:
+    index: dict[tuple[str | None, ...], Path] = {}
+    for f in files:
+        entities, found_suffix = parse_entities(f)
+        if found_suffix != suffix:
+            continue
+        key = pair_key(entities)
+        if key in index:
+            raise ValueError(
+                f"two files for the same case {case_id(entities)}: {index[key].relative_to(root)} and "
+                f"{f.relative_to(root)}; keep one (e.g. delete the .nii copy of a .nii.gz)."
+            )
+        index[key] = f
+    return index
+
+
+def find_images(dataset_dir: Path) -> list[Path]:
+    """List the T2w images of a BIDS dataset (with or without sessions)."""
+    found = list(dataset_dir.glob("sub-*/anat/*_T2w.nii*")) + list(dataset_dir.glob("sub-*/ses-*/anat/*_T2w.nii*"))
+    return sorted(f for f in found if strip_nifti_suffix(f.name) is not None)
+
+
+def find_labels(dataset_dir: Path, label_dir: str) -> list[Path]:
+    """List the PVS masks under ``dataset_dir/label_dir/sub-*`` (any depth)."""
+    found = (dataset_dir / label_dir).glob("sub-*/**/*_PVS.nii*")
+    return sorted(f for f in found if strip_nifti_suffix(f.name) is not None)
+
+
+def mask_is_empty(path: Path) -> bool:
+    """Return True when a mask file holds no foreground voxel."""
+    return not np.any(np.asarray(nib.load(str(path)).dataobj) > 0)
+
+
+def check_dataset_dir(dataset_dir: str | Path, label_dir: str) -> Path:
+    """Check that a dataset directory exists and holds T2w images.
+
+    Args:
+        dataset_dir: root of the BIDS dataset.
+        label_dir: folder of the masks, relative to the root.
+
+    Returns:
+        The directory as a Path.
+
+    Raises:
+        FileNotFoundError: when it is missing or holds no image.
+    """
+    root = Path(dataset_dir).expanduser()
+    looked_for = (
+        f"T2w images sub-*/[ses-*/]anat/*_T2w.nii[.gz] and masks {label_dir}/sub-*/[ses-*/]*_desc-mask_PVS.nii[.gz]"
+    )
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset_dir {root} does not exist. It must be a BIDS dataset laid out like OpenNeuro ds005595 "
+            f"({looked_for}): pass --dataset_dir /path/to/ds005595, or --datalist_file with your own split, or "
+            "train on the built-in demo with --config_file \"['configs/train.json','configs/demo.json']\"."
+        )
+    if not find_images(root):
+        raise FileNotFoundError(f"dataset_dir {root} holds no T2w image: looked for {looked_for}.")
+    return root
+
+
+def find_pairs(dataset_dir: Path, label_dir: str = "derivatives/mask") -> tuple[list[dict], DatalistReport]:
+    """Pair images with masks by BIDS entities and drop the pairs whose mask is empty.
+
+    Args:
+        dataset_dir: root of the BIDS dataset.
+        label_dir: folder of the masks, relative to the root.
+
+    Returns:
+        The cases (dicts with ``image``, ``label`` relative to the root, ``id`` and ``subject``), and a report
+        of what was left out and why.
+
+    Raises:
+        ValueError: when two files describe the same case.
+    """
+    images = _index(find_images(dataset_dir), dataset_dir, "T2w")
+    labels = _index(find_labels(dataset_dir, label_dir), dataset_dir, "PVS")
+    report = DatalistReport()
+    cases = []
+    for key in sorted(images, key=lambda k: tuple(v or "" for v in k)):
+        image = images[key]
+        rel_image = str(image.relative_to(dataset_dir))
+        if key not in labels:
+            logger.warning("Skipping %s: no mask with the same entities under %s.", rel_image, label_dir)
+            report.images_without_label.append(rel_image)
+            continue
+        label = labels[key]
+        rel_label = str(label.relative_to(dataset_dir))
+        if mask_is_empty(label):
+            logger.warning("Skipping %s: its mask %s is empty (no PVS voxel).", rel_image, rel_label)
+            report.empty_masks.append(rel_label)
+            continue
+        entities, _ = parse_entities(image)
+        cases.append({"image": rel_image, "label": rel_label, "id": case_id(entities), "subject": f"sub-{key[0]}"})
+    for key in sorted(set(labels) - set(images), key=lambda k: tuple(v or "" for v in k)):
+        rel_label = str(labels[key].relative_to(dataset_dir))
+        logger.warning("Mask %s has no T2w image with the same entities; it is not used.", rel_label)
+        report.labels_without_image.append(rel_label)
+    report.pairs = len(cases)
+    return cases, report
+
+
+def split_subjects(subjects: Sequence[str], seed: int, fractions: Sequence[float]) -> dict[str, list[str]]:
+    """Split subjects into training, validation and test, deterministically from a seed.
+
+    Each subject gets a rank from a hash of (seed, subject id), so the split does not depend on listing order.
+    The lowest ranks go to test, the next to validation, the rest to training.
+
+    Args:
+        subjects: unique subject ids.
+        seed: split seed.
+        fractions: (training, validation, test) fractions summing to 1.
+
+    Returns:
+        A dict split name -> sorted subject ids.
+
+    Raises:
+        ValueError: on bad fractions or too few subjects.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, not {list(fractions)}.")
+    n = len(subjects)
+    n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in fractions[1:])
+    if n - n_val - n_test < 1:
+        raise ValueError(f"need at least {n_val + n_test + 1} subjects with a non-empty mask to split, not {n}.")
+    ranked = sorted(subjects, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+    return {
+        "test": sorted(ranked[:n_test]),
+        "validation": sorted(ranked[n_test : n_test + n_val]),
+        "training": sorted(ranked[n_test + n_val :]),
+    }
+
+
+def create_datalist(
+    dataset_dir: str | Path,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.9, 0.05, 0.05),
+    label_dir: str = "derivatives/mask",
+) -> tuple[dict, DatalistReport]:
+    """Build a datalist (paths relative to ``dataset_dir``) split at subject level.
+
+    Args:
+        dataset_dir: root of the BIDS dataset.
+        seed: split seed.
+        fractions: (training, validation, test) fractions.
+        label_dir: folder of the masks, relative to the root.
+
+    Returns:
+        The datalist dict (keys ``training``, ``validation``, ``test`` and ``split``) and the report.
+
+    Raises:
+        FileNotFoundError: when the dataset directory is missing or holds no image.
+        ValueError: when too few cases remain to split.
+    """
+    root = check_dataset_dir(dataset_dir, label_dir)
+    cases, report = find_pairs(root, label_dir)
+    split = split_subjects(sorted({c["subject"] for c in cases}), seed, fractions)
+    subject_split = {s: name for name, subjects in split.items() for s in subjects}
+    datalist: dict = {name: [c for c in cases if subject_split[c["subject"]] == name] for name in SPLITS}
+    datalist["split"] = {"seed": seed, "fractions": list(fractions), "label_dir": label_dir}
+    return datalist, report
+
+
+def resolve_paths(items: list[dict], dataset_dir: str | Path, source: Path) -> list[dict]:
+    """Make image and label paths absolute (relative ones are taken from ``dataset_dir``) and check they exist.
+
+    Raises:
+        FileNotFoundError: listing every missing file, and the datalist it came from.
+    """
+    root = Path(dataset_dir).expanduser()
+    resolved, missing = [], []
+    for item in items:
+        new = dict(item)
+        for key in ("image", "label"):
+            if key in new:
+                new[key] = str(root / new[key])
+                if not Path(new[key]).is_file():
+                    missing.append(new[key])
+        resolved.append(new)
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} file(s) named in {source} do not exist (is --dataset_dir {root} right?): "
+            + ", ".join(missing[:10])
+        )
+    return resolved
+
+
+def load_or_create_datalist(
+    dataset_dir: str | Path,
+    datalist_file: str | Path,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.9, 0.05, 0.05),
+    label_dir: str = "derivatives/mask",
+) -> dict[str, list[dict]]:
+    """Load the saved datalist, or build it from the dataset and save it once.
+
+    Every workflow (training, evaluation, inference on the test split) calls this with the same file, so they
+    all see the same split. A user may pass a datalist file of their own (keys ``training``, ``validation``,
+    ``test``; paths absolute or relative to ``dataset_dir``).
+
+    Args:
+        dataset_dir: root of the BIDS dataset.
+        datalist_file: where the datalist is (or will be) saved.
+        seed: split seed, used only when the datalist is built.
+        fractions: (training, validation, test) fractions, used only when the datalist is built.
+        label_dir: folder of the masks, relative to the root.
+
+    Returns:
+        A dict split name -> list of cases with absolute ``image`` and ``label`` paths.
+
+    Raises:
+        FileNotFoundError: when the dataset or a listed file is missing.
+        ValueError: when the datalist file lacks a split.
+    """
+    path = Path(datalist_file).expanduser()
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        absent = [k for k in SPLITS if k not in saved]
+        if absent:
+            raise ValueError(f"datalist {path} must have the keys {list(SPLITS)}; missing {absent}.")
+        logger.info("Using the saved datalist %s.", path)
+    else:
+        saved, report = create_datalist(dataset_dir, seed, fractions, label_dir)
+        atomic_write_json(path.with_name(path.stem + "_report.json"), report.as_dict())
+        atomic_write_json(path, saved)
+        logger.info(
+            "Wrote datalist %s: %s cases (training/validation/test), %d empty masks skipped.",
+            path,
+            "/".join(str(len(saved[k])) for k in SPLITS),
+            len(report.empty_masks),
+        )
+    return {k: resolve_paths(saved[k], dataset_dir, path) for k in SPLITS}

@@ -1,0 +1,139 @@
+"""Ignite handlers of the bundle: overlap metrics, gradient clipping and the training history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+from monai.handlers import IgniteMetricHandler, from_engine
+
+from scripts.io import atomic_write_json
+from scripts.metrics import OverlapMetric
+from scripts.plots import plot_history
+
+logger = logging.getLogger("pvs_bundle.handlers")
+
+
+class OverlapMetricHandler(IgniteMetricHandler):
+    """Ignite metric of per-case Dice, IoU, precision or recall, averaged over the cases of an epoch.
+
+    Args:
+        name: one of ``dice``, ``iou``, ``precision``, ``recall``.
+        output_transform: maps ``engine.state.output`` to (binary prediction, binary label).
+    """
+
+    def __init__(self, name: str, output_transform: Callable = from_engine(["pred", "label"])) -> None:
+        super().__init__(metric_fn=OverlapMetric(name), output_transform=output_transform, save_details=False)
+
+
+class GradientClipHandler:
+    """Clip the gradient norm after each backward pass, before the optimizer step (AMP-aware).
+
+    Args:
+        max_norm: largest allowed total gradient norm; must be positive.
+        norm_type: the p of the p-norm.
+
+    Raises:
+        ValueError: if ``max_norm`` is not positive.
+    """
+
+    def __init__(self, max_norm: float, norm_type: float = 2.0) -> None:
+        if not max_norm > 0:
+            raise ValueError(f"max_norm must be a positive number, not {max_norm}.")
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the trainer's BACKWARD_COMPLETED event."""
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """Unscale AMP gradients if needed, then clip them."""
+        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm, norm_type=self.norm_type)
+
+
+class TrainingHistoryHandler:
+    """Write the training history (JSON) and its curves (PNG) after every epoch.
+
+    Each epoch's row holds the mean training loss, the learning rate used, and, for epochs that ran
+    validation, every validation metric (``val_loss``, ``val_dice``, …). Files are written atomically.
+    An existing history file is continued when the trainer resumes from a later epoch, and its rows from
+    epochs at or after the first epoch run now are replaced.
+
+    Args:
+        history_file: path of the JSON history.
+        plot_file: path of the PNG of the curves; None to skip the plot.
+        validator: the evaluator whose metrics are recorded after each validation.
+        key_metric: name of the key validation metric (recorded as the best so far).
+    """
+
+    def __init__(
+        self,
+        history_file: str | Path,
+        plot_file: str | Path | None = None,
+        validator: Engine | None = None,
+        key_metric: str = "val_dice",
+    ) -> None:
+        self.history_file = Path(history_file)
+        self.plot_file = Path(plot_file) if plot_file is not None else None
+        self.validator = validator
+        self.key_metric = key_metric
+        self.rows: list[dict[str, Any]] = []
+        self._losses: list[float] = []
+        self._lr: float | None = None
+        self._val_metrics: dict[str, float] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the trainer (and on the validator to catch its metrics)."""
+        engine.add_event_handler(Events.STARTED, self._load)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
+
+    def _load(self, engine: Engine) -> None:
+        if self.history_file.is_file():
+            previous = json.loads(self.history_file.read_text()).get("epochs", [])
+            self.rows = [r for r in previous if r["epoch"] <= engine.state.epoch]
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._losses = []
+        self._lr = float(engine.optimizer.param_groups[0]["lr"]) if hasattr(engine, "optimizer") else None
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        self._losses.append(float(from_engine(["loss"], first=True)(engine.state.output)))
+
+    def _validated(self, validator: Engine) -> None:
+        self._val_metrics = {k: float(v) for k, v in validator.state.metrics.items() if isinstance(v, int | float)}
+
+    def __call__(self, engine: Engine) -> None:
+        """Append this epoch's row, then write the JSON and the plot."""
+        row: dict[str, Any] = {"epoch": engine.state.epoch, "train_loss": _mean(self._losses), "lr": self._lr}
+        if self._val_metrics is not None:
+            row.update(self._val_metrics)
+            self._val_metrics = None
+        self.rows.append(row)
+        scored = [r for r in self.rows if self.key_metric in r and not math.isnan(r[self.key_metric])]
+        best = max(scored, key=lambda r: r[self.key_metric]) if scored else None
+        history = {
+            "key_metric": self.key_metric,
+            "best": {"epoch": best["epoch"], self.key_metric: best[self.key_metric]} if best else None,
+            "epochs": self.rows,
+        }
+        atomic_write_json(self.history_file, history)
+        if self.plot_file is not None:
+            plot_history(history, self.plot_file)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

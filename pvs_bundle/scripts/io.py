@@ -1,0 +1,41 @@
+"""Atomic file writes: a result is either absent or whole, never half written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write a file through a temporary file in the same directory, then rename it into place.
+
+    Args:
+        path: the destination; its parent directories are created.
+        write: a function that writes the whole content to the path it is given.
+
+    Returns:
+        The destination path.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as pretty-printed JSON (indent 4), atomically."""
+    return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=4) + "\n"))

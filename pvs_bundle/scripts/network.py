@@ -1,0 +1,129 @@
+"""Network factory: a 3D UNet++ from segmentation_models_pytorch_3d with checked sizes and offline-safe weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+from torch import nn
+
+logger = logging.getLogger("pvs_bundle.network")
+
+SIZE_DIVISOR = 32
+# Spellings of "no pretrained weights" on the command line, where fire cannot pass None.
+NO_WEIGHTS: tuple[str, ...] = ("null", "none", "")
+
+
+def check_patch_size(patch_size: Sequence[int]) -> list[int]:
+    """Check that a patch (window) size suits the network: three positive multiples of 32.
+
+    Args:
+        patch_size: spatial size of training patches and sliding windows.
+
+    Returns:
+        The patch size as a list of three ints.
+
+    Raises:
+        ValueError: if it is not three positive multiples of 32.
+    """
+    size = list(patch_size)
+    if len(size) != 3 or any(not isinstance(s, int) or s <= 0 or s % SIZE_DIVISOR for s in size):
+        raise ValueError(
+            f"patch_size must be three positive multiples of {SIZE_DIVISOR} (UNet++ downsamples 5 times), "
+            f"not {size}; e.g. --patch_size '[96, 96, 96]'."
+        )
+    return size
+
+
+def _imagenet_cache_path(encoder_name: str) -> Path:
+    from segmentation_models_pytorch_3d.encoders import encoders
+
+    url = encoders[encoder_name]["pretrained_settings"]["imagenet"]["url"]
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _load_local_encoder_weights(model: nn.Module, path: Path, in_channels: int) -> None:
+    """Load an encoder state dict (2D ImageNet or already 3D) from ``path`` into ``model.encoder``."""
+    from segmentation_models_pytorch_3d.utils.convert_weights import convert_2d_weights_to_3d
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"encoder_weights file {path} does not exist: pass the path of an encoder state dict "
+            "(a 2D ImageNet checkpoint or model.encoder.state_dict()), 'imagenet', or null."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if any(v.ndim == 4 for v in state.values()):
+        state = convert_2d_weights_to_3d(state)
+    target = model.encoder.state_dict()
+    for key, value in state.items():
+        expected = target.get(key)
+        if expected is not None and value.ndim == 5 and value.shape[1] != expected.shape[1] and in_channels == 1:
+            state[key] = value.sum(1, keepdim=True)
+    model.encoder.load_state_dict(state)
+    logger.info("Loaded encoder weights from %s", path)
+
+
+def build_unetplusplus(
+    encoder_name: str = "efficientnet-b7",
+    encoder_weights: str | None = "imagenet",
+    in_channels: int = 1,
+    classes: int = 1,
+    decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+    patch_size: Sequence[int] | None = None,
+) -> nn.Module:
+    """Build the PVS segmentation network: a 3D UNet++ that returns logits.
+
+    Args:
+        encoder_name: an encoder of segmentation_models_pytorch_3d that works in UNet++
+            (resnet*, resnext*, densenet*, dpn*, vgg*, efficientnet-b0 … b7).
+        encoder_weights: ``"imagenet"`` (the 2D ImageNet weights inflated to 3D, read from the torch hub
+            cache, downloaded if online), ``None`` (or ``"null"``, as the command line spells it) for random
+            initialisation, or the path of a local
+            encoder state dict (2D ImageNet checkpoint or ``model.encoder.state_dict()``).
+        in_channels: input channels (1 for T2w).
+        classes: output channels (1: PVS logit).
+        decoder_channels: channels of the five decoder stages.
+        patch_size: if given, checked to be three multiples of 32 so a bad window fails at start.
+
+    Returns:
+        The network, in training mode.
+
+    Raises:
+        ValueError: on a bad patch size or encoder name.
+        FileNotFoundError: when a local weights path does not exist.
+        RuntimeError: when ImageNet weights are asked for but are neither cached nor downloadable.
+    """
+    import segmentation_models_pytorch_3d as smp
+    from segmentation_models_pytorch_3d.encoders import encoders
+
+    if patch_size is not None:
+        check_patch_size(patch_size)
+    if encoder_name not in encoders:
+        raise ValueError(f"encoder_name must be one of {sorted(encoders)}, not {encoder_name!r}.")
+    local_path = None
+    if isinstance(encoder_weights, str) and encoder_weights.lower() in NO_WEIGHTS:
+        encoder_weights = None
+    if encoder_weights not in (None, "imagenet"):
+        local_path, encoder_weights = Path(str(encoder_weights)).expanduser(), None
+    kwargs = {
+        "encoder_name": encoder_name,
+        "in_channels": in_channels,
+        "classes": classes,
+        "decoder_channels": list(decoder_channels),
+    }
+    try:
+        model = smp.UnetPlusPlus(encoder_weights=encoder_weights, **kwargs)
+    except (URLError, OSError) as err:
+        cache = _imagenet_cache_path(encoder_name)
+        raise RuntimeError(
+            f"ImageNet weights for {encoder_name} are not in the torch hub cache ({cache}) and could not be "
+            f"downloaded ({err}). Put the checkpoint at that path, or pass --encoder_weights /path/to/file.pth, "
+            "or train from scratch with --encoder_weights null."
+        ) from err
+    if local_path is not None:
+        _load_local_encoder_weights(model, local_path, in_channels)
+    return model

@@ -1,0 +1,96 @@
+"""The deterministic preprocessing shared by training, evaluation and inference (one definition)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from monai.transforms import (
+    AsDiscreted,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    ScaleIntensityRangePercentilesd,
+    ScaleIntensityRanged,
+    Spacingd,
+)
+
+INTENSITY_MODES: tuple[str, ...] = ("percentile", "range")
+
+
+def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransform:
+    """Build the intensity normalisation of the image.
+
+    Args:
+        image_key: the image key.
+        intensity: ``{"mode": "percentile", "lower": 0.5, "upper": 99.5}`` (robust to MRI's arbitrary units;
+            the default) or ``{"mode": "range", "a_min": -1000, "a_max": 3000}`` (the seed script's fixed window).
+            Both map to [0, 1] and clip.
+
+    Returns:
+        The transform.
+
+    Raises:
+        ValueError: on an unknown mode.
+    """
+    mode = intensity.get("mode", "percentile")
+    if mode == "percentile":
+        return ScaleIntensityRangePercentilesd(
+            image_key, lower=intensity["lower"], upper=intensity["upper"], b_min=0.0, b_max=1.0, clip=True
+        )
+    if mode == "range":
+        return ScaleIntensityRanged(
+            image_key, a_min=intensity["a_min"], a_max=intensity["a_max"], b_min=0.0, b_max=1.0, clip=True
+        )
+    raise ValueError(f"intensity mode must be one of {INTENSITY_MODES}, not {mode!r}.")
+
+
+def preprocessing(
+    pixdim: Sequence[float],
+    intensity: dict[str, Any],
+    keys: Sequence[str] = ("image", "label"),
+    foreground_threshold: float = 0.05,
+    foreground_margin: int = 8,
+) -> list[MapTransform]:
+    """Return the deterministic preprocessing: load, channel first, binarise label, RAS, resample, normalise, crop.
+
+    Every step is invertible, so predictions can be mapped back to each input's native grid with ``Invertd``.
+
+    Args:
+        pixdim: target voxel size in mm (the data's native 0.8 mm by default in the configs).
+        intensity: intensity normalisation settings, see :func:`intensity_transform`.
+        keys: ``("image", "label")`` for training and evaluation, ``("image",)`` for inference.
+        foreground_threshold: normalised intensity above which a voxel counts as head for the crop.
+        foreground_margin: voxels kept around the head.
+
+    Returns:
+        The list of transforms (to be composed with augmentation or used alone).
+    """
+    keys = list(keys)
+    image_key, label_keys = keys[0], keys[1:]
+    modes = ["bilinear"] + ["nearest"] * len(label_keys)
+    transforms: list[MapTransform] = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+    ]
+    if label_keys:
+        transforms.append(AsDiscreted(label_keys, threshold=0.5))
+    transforms += [
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=list(pixdim), mode=modes),
+        intensity_transform(image_key, intensity),
+        CropForegroundd(
+            keys,
+            source_key=image_key,
+            select_fn=partial(operator.lt, foreground_threshold),  # x > threshold, picklable
+            margin=foreground_margin,
+            allow_smaller=True,
+        ),
+        EnsureTyped(keys, track_meta=True),
+    ]
+    return transforms
