@@ -26,11 +26,13 @@ class OverlapMetricHandler(IgniteMetricHandler):
 
     Args:
         name: one of ``dice``, ``iou``, ``precision``, ``recall``.
-        output_transform: maps ``engine.state.output`` to (binary prediction, binary label).
+        output_transform: maps ``engine.state.output`` to (binary prediction, binary label); by default the
+            ``pred`` and ``label`` items.
     """
 
-    def __init__(self, name: str, output_transform: Callable = from_engine(["pred", "label"])) -> None:
-        super().__init__(metric_fn=OverlapMetric(name), output_transform=output_transform, save_details=False)
+    def __init__(self, name: str, output_transform: Callable | None = None) -> None:
+        transform = output_transform if output_transform is not None else from_engine(["pred", "label"])
+        super().__init__(metric_fn=OverlapMetric(name), output_transform=transform, save_details=False)
 
 
 class GradientClipHandler:
@@ -111,7 +113,8 @@ class TrainingHistoryHandler:
         self._lr = float(engine.optimizer.param_groups[0]["lr"]) if hasattr(engine, "optimizer") else None
 
     def _iteration_completed(self, engine: Engine) -> None:
-        self._losses.append(float(from_engine(["loss"], first=True)(engine.state.output)))
+        loss = from_engine(["loss"], first=True)(engine.state.output)
+        self._losses.append(float(loss[0] if isinstance(loss, tuple | list) else loss))
 
     def _validated(self, validator: Engine) -> None:
         self._val_metrics = {k: float(v) for k, v in validator.state.metrics.items() if isinstance(v, int | float)}

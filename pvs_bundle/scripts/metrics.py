@@ -99,7 +99,9 @@ class OverlapMetric(CumulativeIterationMetric):
         return overlap_from_counts(counts.reshape(-1, 3), self.name).mean()
 
 
-def overlap_metrics(pred: torch.Tensor, label: torch.Tensor, names: Sequence[str] = OVERLAP_METRICS) -> dict[str, float]:
+def overlap_metrics(
+    pred: torch.Tensor, label: torch.Tensor, names: Sequence[str] = OVERLAP_METRICS
+) -> dict[str, float]:
     """Compute overlap metrics for one case.
 
     Args:

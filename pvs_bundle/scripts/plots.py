@@ -8,9 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from scripts.io import atomic_write  # noqa: E402
+from scripts.io import atomic_write
 
 
 def plot_history(history: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:

@@ -15,8 +15,8 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     Orientationd,
-    ScaleIntensityRangePercentilesd,
     ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 

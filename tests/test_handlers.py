@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+
+from scripts.handlers import GradientClipHandler, OverlapMetricHandler, TrainingHistoryHandler
+
+
+def _trainer(max_norm: float | None, lr: float = 0.1) -> Engine:
+    network = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss = (network(batch) * 1000.0).pow(2).mean()
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.state.grad_norm = torch.norm(torch.stack([p.grad.norm() for p in network.parameters()])).item()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    engine = Engine(step)
+    engine.register_events(*IterationEvents)
+    engine.network, engine.optimizer = network, optimizer
+    if max_norm is not None:
+        GradientClipHandler(max_norm).attach(engine)
+    return engine
+
+
+def test_gradient_clip_bounds_the_gradient_norm():
+    data = [torch.ones(2, 3)]
+    clipped, free = _trainer(1.0), _trainer(None)
+    clipped.run(data, max_epochs=1)
+    free.run(data, max_epochs=1)
+    assert clipped.state.grad_norm == pytest.approx(1.0, rel=1e-4)
+    assert free.state.grad_norm > 10.0
+
+
+def test_gradient_clip_rejects_non_positive_norm():
+    with pytest.raises(ValueError, match="positive"):
+        GradientClipHandler(0.0)
+
+
+def test_overlap_metric_handler_on_a_real_evaluator():
+    pred = torch.zeros(1, 4, 5, 6)
+    pred[0, 1, 1, :2] = 1
+    label = torch.zeros(1, 4, 5, 6)
+    label[0, 1, 1, 1:3] = 1
+    evaluator = Engine(lambda engine, batch: [{"pred": pred, "label": label}])
+    OverlapMetricHandler("iou").attach(evaluator, "val_iou")
+    evaluator.run([0], max_epochs=1)
+    assert evaluator.state.metrics["val_iou"] == pytest.approx(1 / 3)
+
+
+def test_history_records_loss_lr_and_validation_metrics(tmp_path):
+    trainer = _trainer(1.0)
+    validator = Engine(lambda engine, batch: None)
+
+    @trainer.on(Events.EPOCH_COMPLETED(every=2))
+    def validate(engine):
+        validator.state.metrics = {}
+        validator.run([0], max_epochs=1)
+
+    @validator.on(Events.EPOCH_COMPLETED)
+    def fake_metrics(engine):  # stands in for metric handlers, which run before the history handler
+        engine.state.metrics = {"val_dice": 0.1 * trainer.state.epoch, "val_loss": 1.0}
+
+    history = TrainingHistoryHandler(tmp_path / "h.json", tmp_path / "h.png", validator=validator)
+    history.attach(trainer)
+    trainer.run([torch.ones(2, 3)] * 3, max_epochs=4)
+    saved = json.loads((tmp_path / "h.json").read_text())
+    assert [r["epoch"] for r in saved["epochs"]] == [1, 2, 3, 4]
+    assert all(r["lr"] == pytest.approx(0.1) and r["train_loss"] > 0 for r in saved["epochs"])
+    assert "val_dice" not in saved["epochs"][0] and saved["epochs"][3]["val_dice"] == pytest.approx(0.4)
+    assert saved["best"] == {"epoch": 4, "val_dice": pytest.approx(0.4)}
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from scripts.network import build_unetplusplus, check_patch_size
+
+SMALL = {"encoder_name": "efficientnet-b0", "decoder_channels": (32, 16, 8, 8, 4)}
+
+
+def test_output_is_one_logit_channel_of_the_input_size():
+    model = build_unetplusplus(encoder_weights=None, **SMALL).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 32, 64, 96))
+    assert out.shape == (1, 1, 32, 64, 96)
+
+
+@pytest.mark.parametrize("size", [[96, 96, 80], [96, 96], [0, 32, 32], [32.0, 32, 32]])
+def test_bad_patch_size_fails_with_a_clear_message(size):
+    with pytest.raises(ValueError, match="patch_size must be three positive multiples of 32"):
+        check_patch_size(size)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_unetplusplus(encoder_weights=None, patch_size=size, **SMALL)
+
+
+def test_offline_imagenet_names_the_cache_file_and_the_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    with pytest.raises(RuntimeError) as err:
+        build_unetplusplus(encoder_weights="imagenet", **SMALL)
+    message = str(err.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "efficientnet-b0-355c32eb.pth") in message
+    assert "--encoder_weights null" in message
+
+
+def test_local_encoder_weights_are_loaded(tmp_path):
+    source = build_unetplusplus(encoder_weights=None, **SMALL)
+    path = tmp_path / "encoder.pth"
+    torch.save(source.encoder.state_dict(), path)
+    loaded = build_unetplusplus(encoder_weights=str(path), **SMALL)
+    for (name, a), b in zip(source.encoder.state_dict().items(), loaded.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_missing_local_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_unetplusplus(encoder_weights=str(tmp_path / "none.pth"), **SMALL)
+
+
+def test_null_spelling_means_no_weights():
+    assert isinstance(build_unetplusplus(encoder_weights="null", **SMALL), torch.nn.Module)
+
+
+def test_unknown_encoder():
+    with pytest.raises(ValueError, match="encoder_name must be one of"):
+        build_unetplusplus(encoder_name="resnet9000", encoder_weights=None)

@@ -1,0 +1,85 @@
+"""The training workflow run for real through `python -m monai.bundle run` on NIfTI files in a temp dir."""
+
+import json
+import time
+
+import torch
+from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, TINY_TRAINING, run_bundle
+from monai.bundle import ConfigWorkflow
+
+from scripts.network import build_unetplusplus
+
+
+def _paths(tmp_path, dataset):
+    return [
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(tmp_path / "eval"),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+    ]
+
+
+def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
+    proc = run_bundle(
+        ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset), *TINY_TRAINING]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    model = build_unetplusplus(encoder_name="efficientnet-b0", encoder_weights=None, decoder_channels=(32, 16, 8, 8, 4))
+    model.load_state_dict(state)
+    history = json.loads((tmp_path / "eval" / "training_history.json").read_text())
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2]
+    for row in history["epochs"]:
+        assert {"train_loss", "lr", "val_loss", "val_dice", "val_iou", "val_precision", "val_recall"} <= set(row)
+        assert 0.0 <= row["val_dice"] <= 1.0
+    assert (tmp_path / "eval" / "training_history.png").stat().st_size > 1000
+    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    assert "sub-006" not in json.dumps(datalist)  # its mask is empty
+    assert "sub-006_desc-mask_PVS.nii.gz is empty" in proc.stdout + proc.stderr
+
+
+def test_default_run_id_from_the_repository_root(bids_dataset, tmp_path):
+    args = ["run", "--config_file", "pvs_bundle/configs/train.json", "--bundle_root", "pvs_bundle"]
+    proc = run_bundle([*args, *_paths(tmp_path, bids_dataset), *TINY_TRAINING, "--max_epochs", "1"], cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_missing_dataset_fails_at_once_with_what_was_looked_for(tmp_path):
+    start = time.monotonic()
+    proc = run_bundle(
+        ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, tmp_path / "absent")]
+    )
+    assert proc.returncode != 0
+    assert f"dataset_dir {tmp_path / 'absent'} does not exist" in proc.stderr
+    assert "_T2w.nii[.gz]" in proc.stderr
+    assert time.monotonic() - start < 120  # no training started: only imports and the check
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_bad_patch_size_fails_before_any_data_is_read(bids_dataset, tmp_path):
+    args = ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)]
+    proc = run_bundle([*args, *TINY_TRAINING, "--patch_size", "[48,48,48]"])
+    assert proc.returncode != 0
+    assert "patch_size must be three positive multiples of 32" in proc.stderr
+    assert not (tmp_path / "eval" / "datalist.json").exists()
+
+
+def test_train_config_meets_the_model_zoo_property_contract(bids_dataset, tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train",
+        dataset_dir=str(bids_dataset),
+        output_dir=str(tmp_path / "eval"),
+        encoder_weights=None,
+        encoder_name="efficientnet-b0",
+        num_workers=0,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.val_interval == 1 and workflow.bundle_root == "."
+    assert BUNDLE_ROOT.joinpath("configs", "train.json").is_file()
