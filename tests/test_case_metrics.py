@@ -1,0 +1,134 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from scripts.case_metrics import (
+    CASE_METRICS,
+    abs_volume_difference_mm3,
+    case_metrics,
+    hausdorff95_mm,
+    summarize,
+    write_case_table,
+    write_summary,
+)
+
+SHAPE = (10, 20, 30)
+SPACING = (0.5, 2.0, 3.0)
+
+
+def voxels(*points: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    for point in points:
+        mask[point] = 1
+    return mask
+
+
+def rows_with_hd(values: list[float]) -> list[dict]:
+    return [{"subject": f"sub-{i:03d}", "dice": 0.5, "hd95_mm": v} for i, v in enumerate(values)]
+
+
+def test_case_metrics_keys_in_documented_order():
+    mask = voxels((1, 2, 3))
+    assert tuple(case_metrics(mask, mask, SPACING)) == CASE_METRICS
+
+
+def test_perfect_prediction():
+    mask = voxels((1, 2, 3), (5, 10, 20))
+    result = case_metrics(mask, mask, SPACING)
+    assert result["dice"] == result["det_f1"] == 1.0
+    assert result["hd95_mm"] == result["abs_volume_diff_mm3"] == 0.0
+
+
+def test_abs_volume_difference_uses_anisotropic_voxel_volume():
+    pred = np.zeros(SHAPE)
+    pred[0:2, 0:5, 0] = 1
+    ref = voxels((5, 5, 5), (5, 5, 6), (5, 5, 7), (5, 5, 8))
+    assert abs_volume_difference_mm3(pred, ref, SPACING) == pytest.approx(6 * 0.5 * 2.0 * 3.0)
+
+
+@pytest.mark.parametrize(("shifted", "expected_mm"), [((8, 5, 5), 3.0), ((2, 8, 5), 6.0), ((2, 5, 8), 9.0)])
+def test_hd95_uses_per_axis_spacing(shifted, expected_mm):
+    assert hausdorff95_mm(voxels(shifted), voxels((2, 5, 5)), SPACING) == pytest.approx(expected_mm)
+
+
+def test_hd95_both_empty_is_zero():
+    assert hausdorff95_mm(np.zeros(SHAPE), np.zeros(SHAPE), SPACING) == 0.0
+
+
+def test_hd95_one_empty_is_nan():
+    assert math.isnan(hausdorff95_mm(np.zeros(SHAPE), voxels((1, 1, 1)), SPACING))
+
+
+def test_case_metrics_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="same shape"):
+        case_metrics(np.zeros(SHAPE), np.zeros((10, 20, 31)), SPACING)
+
+
+def test_case_metrics_bad_spacing_raises():
+    with pytest.raises(ValueError, match="spacing"):
+        case_metrics(np.zeros(SHAPE), np.zeros(SHAPE), (1.0, 0.0, 1.0))
+
+
+def test_summarize_ignores_nan():
+    summary = summarize(rows_with_hd([1.0, math.nan, 3.0]))
+    assert summary["hd95_mm"] == {"mean": 2.0, "std": 1.0, "median": 2.0, "n": 2, "n_nan": 1}
+
+
+def test_summarize_all_nan_metric():
+    stats = summarize(rows_with_hd([math.nan, math.nan]))["hd95_mm"]
+    assert math.isnan(stats["mean"]) and stats["n"] == 0 and stats["n_nan"] == 2
+
+
+def test_summarize_skips_subject():
+    assert list(summarize(rows_with_hd([1.0]))) == ["dice", "hd95_mm"]
+
+
+def test_summarize_rows_with_different_metrics_raise():
+    rows = rows_with_hd([1.0, 2.0])
+    del rows[1]["dice"]
+    with pytest.raises(ValueError, match="every row"):
+        summarize(rows)
+
+
+def test_summarize_empty_raises():
+    with pytest.raises(ValueError, match="at least one case"):
+        summarize([])
+
+
+def test_write_case_table_columns_and_nan(tmp_path):
+    rows = [{"dice": 0.5, "subject": "sub-001", "hd95_mm": math.nan}]
+    write_case_table(rows, tmp_path / "cases.csv", tmp_path / "cases.json")
+    with open(tmp_path / "cases.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == ["subject", "dice", "hd95_mm"]
+    assert json.loads((tmp_path / "cases.json").read_text()) == [{"subject": "sub-001", "dice": 0.5, "hd95_mm": None}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.csv", "cases.json"]
+
+
+def test_write_case_table_requires_subject(tmp_path):
+    with pytest.raises(ValueError, match="subject"):
+        write_case_table([{"dice": 0.5}], tmp_path / "cases.csv", tmp_path / "cases.json")
+
+
+def test_write_summary_extra_first_indent_four(tmp_path):
+    path = tmp_path / "out" / "summary.json"
+    write_summary(summarize(rows_with_hd([1.0])), path, extra={"threshold": np.float32(0.25)})
+    text = path.read_text()
+    assert list(json.loads(text)) == ["threshold", "metrics"]
+    assert '\n    "metrics": {\n        "dice": {' in text
+
+
+def test_write_summary_rejects_metrics_in_extra(tmp_path):
+    with pytest.raises(ValueError, match="metrics"):
+        write_summary({}, tmp_path / "summary.json", extra={"metrics": 1})
+
+
+def test_hd95_ignores_the_farthest_five_percent():
+    ref = np.zeros(SHAPE)
+    ref[2, 5, 0:20] = 1
+    pred = ref.copy()
+    pred[8, 5, 25] = 1
+    assert hausdorff95_mm(pred, ref, SPACING) == 0.0
