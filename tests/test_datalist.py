@@ -140,3 +140,9 @@ def test_mask_on_disk_is_int16_like_ds005595(bids_dataset):
 
     img = nib.load(str(bids_dataset / "derivatives/mask/sub-001/sub-001_desc-mask_PVS.nii.gz"))
     assert img.get_data_dtype() == np.int16
+
+
+def test_must_exist_refuses_to_build_a_new_split(bids_dataset, tmp_path):
+    with pytest.raises(FileNotFoundError, match="run training first"):
+        load_or_create_datalist(bids_dataset, tmp_path / "datalist.json", must_exist=True)
+    assert not (tmp_path / "datalist.json").exists()

@@ -285,6 +285,7 @@ def load_or_create_datalist(
     seed: int = 0,
     fractions: Sequence[float] = (0.9, 0.05, 0.05),
     label_dir: str = "derivatives/mask",
+    must_exist: bool = False,
 ) -> dict[str, list[dict]]:
     """Load the saved datalist, or build it from the dataset and save it once.
 
@@ -298,12 +299,13 @@ def load_or_create_datalist(
         seed: split seed, used only when the datalist is built.
         fractions: (training, validation, test) fractions, used only when the datalist is built.
         label_dir: folder of the masks, relative to the root.
+        must_exist: refuse to build a new split (evaluation must score the split that training used).
 
     Returns:
         A dict split name -> list of cases with absolute ``image`` and ``label`` paths.
 
     Raises:
-        FileNotFoundError: when the dataset or a listed file is missing.
+        FileNotFoundError: when the dataset or a listed file is missing, or the datalist when ``must_exist``.
         ValueError: when the datalist file lacks a split.
     """
     path = Path(datalist_file).expanduser()
@@ -313,6 +315,11 @@ def load_or_create_datalist(
         if absent:
             raise ValueError(f"datalist {path} must have the keys {list(SPLITS)}; missing {absent}.")
         logger.info("Using the saved datalist %s.", path)
+    elif must_exist:
+        raise FileNotFoundError(
+            f"datalist {path} does not exist: run training first (it writes the split there), or pass "
+            "--datalist_file with the split that training used."
+        )
     else:
         saved, report = create_datalist(dataset_dir, seed, fractions, label_dir)
         atomic_write_json(path.with_name(path.stem + "_report.json"), report.as_dict())
