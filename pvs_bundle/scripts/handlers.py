@@ -93,22 +93,32 @@ class TrainingHistoryHandler:
         self._losses: list[float] = []
         self._lr: float | None = None
         self._val_metrics: dict[str, float] | None = None
+        self._loaded = False
 
     def attach(self, engine: Engine) -> None:
         """Register on the trainer (and on the validator to catch its metrics)."""
-        engine.add_event_handler(Events.STARTED, self._load)
+        engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         if self.validator is not None:
             self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
 
-    def _load(self, engine: Engine) -> None:
+    def _reset(self, engine: Engine) -> None:
+        self._loaded = False
+
+    def _load(self, epoch: int) -> None:
+        """Keep the rows of an earlier run before ``epoch`` (the first epoch this run trains)."""
+        self.rows = []
         if self.history_file.is_file():
             previous = json.loads(self.history_file.read_text()).get("epochs", [])
-            self.rows = [r for r in previous if r["epoch"] <= engine.state.epoch]
+            self.rows = [r for r in previous if r["epoch"] < epoch]
+        self._loaded = True
 
     def _epoch_started(self, engine: Engine) -> None:
+        # Loaded here, not at STARTED: a resumed trainer's epoch is only known after every STARTED handler ran.
+        if not self._loaded:
+            self._load(engine.state.epoch)
         self._losses = []
         self._lr = float(engine.optimizer.param_groups[0]["lr"]) if hasattr(engine, "optimizer") else None
 
