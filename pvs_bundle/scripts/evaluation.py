@@ -1,0 +1,331 @@
+"""Test-set evaluation in each label's native grid: the native label, the per-case metrics handler, file names.
+
+The evaluation postprocessing (``configs/evaluate.json``) maps each prediction back to its image's original grid
+with ``Invertd`` (through CropForeground, Spacing and Orientation), binarises it at 0.5, and replaces the
+preprocessed label by the label read from its own file (:class:`NativeLabeld`). Every metric, the evaluator's
+``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the training
+``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with :func:`scripts.case_metrics.case_metrics`
+and, when the run completes, writes the per-case tables, their summary and the test-set figure atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import ImageMetaKey, convert_to_numpy
+
+from scripts.case_metrics import SUBJECT_KEY, case_metrics, summarize, write_case_table, write_summary
+from scripts.datalist import case_id, parse_entities, strip_nifti_suffix
+from scripts.figures import save_visualization_grid
+
+logger = logging.getLogger("pvs_bundle.evaluation")
+
+SUMMARY_FILE = "comprehensive_test_metrics.json"
+PER_CASE_CSV = "test_per_case_metrics.csv"
+PER_CASE_JSON = "test_per_case_metrics.json"
+FIGURE_FILE = "test_set_visualization_grid_300dpi.jpg"
+SPACING_KEY = "spacing_mm"
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+def check_model_file(model_file: str | os.PathLike[str]) -> Path:
+    """Check that the trained model exists before any test case is read.
+
+    Args:
+        model_file: path of the network's state dict (``models/model.pt``).
+
+    Returns:
+        The path.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+    """
+    path = Path(model_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {path} does not exist: run training first (it saves the best model there), or pass "
+            "--model_file /path/to/model.pt (or --ckpt_dir with the folder that holds model.pt)."
+        )
+    return path
+
+
+def source_file(data: Any, key: Hashable) -> str:
+    """Return the file a loaded image came from, as MONAI's ``LoadImage`` recorded it in its metadata.
+
+    Args:
+        data: a MetaTensor produced by ``LoadImaged`` and later transforms.
+        key: its key in the data dict, for the error message.
+
+    Returns:
+        The file path.
+
+    Raises:
+        ValueError: when ``data`` is not a MetaTensor that records its source file.
+    """
+    filename = data.meta.get(ImageMetaKey.FILENAME_OR_OBJ) if isinstance(data, MetaTensor) else None
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(
+            f"{key!r} must be a MetaTensor loaded from a file (with meta[{ImageMetaKey.FILENAME_OR_OBJ!r}]), "
+            f"not {type(data).__name__}."
+        )
+    return filename
+
+
+def load_native_label(path: str | os.PathLike[str]) -> MetaTensor:
+    """Read a label in its own grid, binarised at 0.5, channel first, with its affine and header spacing.
+
+    Args:
+        path: the label NIfTI file.
+
+    Returns:
+        A float32 MetaTensor of shape (1, X, Y, Z) in the file's voxel order; ``meta["spacing_mm"]`` holds the
+        voxel size from the header and ``meta["filename_or_obj"]`` the path.
+
+    Raises:
+        ValueError: if the label is not a 3D volume.
+    """
+    image = nib.load(str(path))
+    if len(image.shape) != 3:
+        raise ValueError(f"label {path} must be a 3D volume, not of shape {image.shape}.")
+    mask = np.asanyarray(image.dataobj) > 0.5
+    meta = {
+        ImageMetaKey.FILENAME_OR_OBJ: str(path),
+        SPACING_KEY: tuple(float(z) for z in image.header.get_zooms()[:3]),
+    }
+    return MetaTensor(torch.from_numpy(mask[None].astype(np.float32)), affine=torch.as_tensor(image.affine), meta=meta)
+
+
+class NativeLabeld(MapTransform):
+    """Replace each preprocessed label by the label read from its original file (see :func:`load_native_label`).
+
+    Resampling a thin-structure label and back is lossy, so the reference for scoring is re-read from disk, in
+    the grid it was drawn in, instead of being inverted.
+
+    Args:
+        keys: keys of the preprocessed labels (MetaTensors that record their source file).
+        allow_missing_keys: do not fail when a key is absent.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Swap every label for its native version.
+
+        Raises:
+            ValueError: if a label does not record its source file.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = load_native_label(source_file(d[key], key))
+        return d
+
+
+def prediction_name(metadict: dict | None, saver: Transform) -> dict[str, Any]:
+    """Name saved predictions after the case's BIDS entities: ``sub-001[_ses-1]`` + the saver's postfix.
+
+    An ``output_name_formatter`` for ``SaveImaged``: with ``output_postfix="desc-pvs_mask"`` the prediction of
+    ``sub-001_T2w.nii.gz`` is written as ``sub-001_desc-pvs_mask.nii.gz``.
+
+    Args:
+        metadict: the prediction's metadata, holding the source image path.
+        saver: the ``SaveImage`` transform (unused; part of the formatter signature).
+
+    Returns:
+        The keyword arguments of ``FolderLayout.filename``.
+
+    Raises:
+        ValueError: if the source image path is missing or not a BIDS name.
+    """
+    filename = (metadict or {}).get(ImageMetaKey.FILENAME_OR_OBJ)
+    if not isinstance(filename, str):
+        raise ValueError(f"the prediction's metadata must name its source image, not {filename!r}.")
+    entities, _ = parse_entities(filename)
+    return {"subject": case_id(entities), "idx": None}
+
+
+def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorder (transpose and flip) a volume so that its axes run left→right, posterior→anterior, inferior→superior.
+
+    Args:
+        volume: 3D array in the voxel order of ``affine``.
+        affine: its 4 x 4 voxel-to-world (RAS+ mm) matrix.
+
+    Returns:
+        The RAS-ordered array (no resampling).
+    """
+    return nib.orientations.apply_orientation(volume, nib.orientations.io_orientation(affine))
+
+
+def ras_spacing(spacing: Sequence[float], affine: np.ndarray) -> tuple[float, ...]:
+    """Reorder a voxel spacing like :func:`to_ras` reorders the axes."""
+    orientation = nib.orientations.io_orientation(affine)
+    reordered = [0.0] * len(spacing)
+    for axis, (new_axis, _) in enumerate(orientation):
+        reordered[int(new_axis)] = float(spacing[axis])
+    return tuple(reordered)
+
+
+def check_same_grid(
+    pred: np.ndarray, pred_affine: Any, label: np.ndarray, label_affine: np.ndarray, label_file: str
+) -> None:
+    """Check that a prediction inverted to the native grid lies on its label's grid.
+
+    Args:
+        pred: the 3D prediction.
+        pred_affine: its affine (None if it carries none: then only the shapes are compared).
+        label: the 3D label.
+        label_affine: the label's affine.
+        label_file: the label's path, for the message.
+
+    Raises:
+        ValueError: if the shapes differ or the affines differ by more than 0.001 mm.
+    """
+    affine = None if pred_affine is None else convert_to_numpy(pred_affine).astype(np.float64)
+    if pred.shape != label.shape or (
+        affine is not None and not np.allclose(affine, label_affine, atol=AFFINE_TOLERANCE_MM)
+    ):
+        raise ValueError(
+            f"the prediction inverted to the native grid must match the label {label_file} (shape {label.shape}, "
+            f"affine {label_affine.tolist()}), not shape {pred.shape}, affine "
+            f"{None if affine is None else affine.tolist()}: are the image and its label on the same grid?"
+        )
+
+
+class NativeSpaceMetricsHandler:
+    """Score every test case in its label's native grid and write the tables, the summary and the figure.
+
+    Attach to the evaluator, whose postprocessing must leave, per item, the binary prediction inverted to the
+    native grid under ``pred_key`` and the native label from :class:`NativeLabeld` under ``label_key``. Each
+    iteration adds one row per case (case id + every metric of :data:`scripts.case_metrics.CASE_METRICS`) and
+    keeps the RAS-ordered image, label and prediction of the first ``max_figure_cases`` cases. When the run
+    completes, it writes into ``output_dir``: ``test_per_case_metrics.csv`` and ``.json``,
+    ``comprehensive_test_metrics.json`` (``summary_extra``, the number of cases, the detection settings, the
+    evaluator's own metrics, then mean / std / median / n / n_nan of every metric) and
+    ``test_set_visualization_grid_300dpi.jpg``.
+
+    Args:
+        output_dir: folder of the result files.
+        iou_threshold: component IoU above which a predicted PVS counts as detected (VALDO: 0.1).
+        min_size: minimum PVS size in voxels for the detection metrics (0 keeps every component).
+        summary_extra: what was evaluated (model file, datalist, pixdim, overlap...), written first in the summary.
+        max_figure_cases: number of cases drawn in the figure (the first ones evaluated); 0 draws no figure.
+        dpi: resolution of the figure.
+        pred_key: key of the native binary prediction.
+        label_key: key of the native label.
+        image_key: key of the preprocessed image (its source file is read for the figure).
+        id_key: key of the case id in the datalist items; the label's file name is used where it is absent.
+
+    Raises:
+        ValueError: if ``max_figure_cases`` is negative.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        iou_threshold: float = 0.1,
+        min_size: int = 0,
+        summary_extra: dict[str, Any] | None = None,
+        max_figure_cases: int = 10,
+        dpi: int = 300,
+        pred_key: str = "pred",
+        label_key: str = "label",
+        image_key: str = "image",
+        id_key: str = "id",
+    ) -> None:
+        if max_figure_cases < 0:
+            raise ValueError(f"max_figure_cases must be >= 0, not {max_figure_cases}.")
+        self.output_dir = Path(output_dir)
+        self.iou_threshold = iou_threshold
+        self.min_size = min_size
+        self.summary_extra = dict(summary_extra or {})
+        self.max_figure_cases = max_figure_cases
+        self.dpi = dpi
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.id_key = id_key
+        self.rows: list[dict[str, Any]] = []
+        self.figure_cases: list[dict[str, Any]] = []
+        self.figure_spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the evaluator: reset on STARTED, score on ITERATION_COMPLETED, write on COMPLETED."""
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.score_iteration)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def reset(self, engine: Engine) -> None:
+        """Forget the cases of a previous run."""
+        self.rows, self.figure_cases = [], []
+
+    def score_iteration(self, engine: Engine) -> None:
+        """Score every case of the batch just evaluated.
+
+        Raises:
+            ValueError: if a prediction and its label are not on the same grid.
+        """
+        outputs, batch = engine.state.output, engine.state.batch
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        batch = batch if isinstance(batch, list) else [batch]
+        for item_batch, item_output in zip(batch, outputs, strict=True):
+            self.score_case({**item_batch, **item_output})
+
+    def score_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """Score one case (a dict with the native prediction, the native label and the preprocessed image).
+
+        Returns:
+            The case's row: its id and every metric.
+
+        Raises:
+            ValueError: if the prediction and the label differ in shape or affine.
+        """
+        label = item[self.label_key]
+        label_file = source_file(label, self.label_key)
+        pred = convert_to_numpy(item[self.pred_key])[0] > 0.5
+        ref = convert_to_numpy(label)[0] > 0.5
+        affine = convert_to_numpy(label.affine).astype(np.float64)
+        check_same_grid(pred, getattr(item[self.pred_key], "affine", None), ref, affine, label_file)
+        spacing = label.meta[SPACING_KEY]
+        case = str(item.get(self.id_key) or strip_nifti_suffix(Path(label_file).name))
+        row = {SUBJECT_KEY: case, **case_metrics(pred, ref, spacing, self.iou_threshold, self.min_size)}
+        self.rows.append(row)
+        logger.info("%s: dice %.4f, detection F1 %.4f", case, row["dice"], row["det_f1"])
+        if len(self.figure_cases) < self.max_figure_cases:
+            image = nib.load(source_file(item[self.image_key], self.image_key)).get_fdata(dtype=np.float32)
+            if image.shape != ref.shape:
+                raise ValueError(f"image of {case} must have its label's shape {ref.shape}, not {image.shape}.")
+            arrays = {"image": image, "label": ref, "pred": pred}
+            self.figure_cases.append({SUBJECT_KEY: case, **{k: to_ras(v, affine) for k, v in arrays.items()}})
+            if len(self.figure_cases) == 1:
+                self.figure_spacing = ras_spacing(spacing, affine)
+        return row
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the per-case tables, the summary and the figure.
+
+        Raises:
+            ValueError: if no case was evaluated.
+        """
+        if not self.rows:
+            raise ValueError("no test case was evaluated: the datalist's test split must hold at least one case.")
+        write_case_table(self.rows, self.output_dir / PER_CASE_CSV, self.output_dir / PER_CASE_JSON)
+        extra = {
+            **self.summary_extra,
+            "n_cases": len(self.rows),
+            "cases": [row[SUBJECT_KEY] for row in self.rows],
+            "iou_threshold": self.iou_threshold,
+            "min_pvs_size": self.min_size,
+            "evaluator_metrics": {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, int | float)},
+        }
+        write_summary(summarize(self.rows), self.output_dir / SUMMARY_FILE, extra=extra)
+        if self.figure_cases:
+            save_visualization_grid(self.figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
+        logger.info("Wrote the test metrics of %d cases to %s", len(self.rows), self.output_dir)
