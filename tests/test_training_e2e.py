@@ -83,3 +83,30 @@ def test_train_config_meets_the_model_zoo_property_contract(bids_dataset, tmp_pa
     assert workflow.check_properties() == []
     assert workflow.val_interval == 1 and workflow.bundle_root == "."
     assert BUNDLE_ROOT.joinpath("configs", "train.json").is_file()
+
+
+def test_corrupt_file_fails_fast_naming_it(bids_dataset, tmp_path):
+    image = bids_dataset / "sub-002" / "anat" / "sub-002_T2w.nii.gz"
+    image.write_bytes(image.read_bytes()[:-200])  # a truncated download
+    args = ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)]
+    proc = run_bundle([*args, *TINY_TRAINING])
+    assert proc.returncode != 0
+    assert "the data check found 1 error(s)" in proc.stderr
+    assert "sub-002/anat/sub-002_T2w.nii.gz" in proc.stderr
+    assert (tmp_path / "eval" / "data_check_training.json").is_file()
+    assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_check_data_run_id_reports_every_fault(bids_dataset, tmp_path):
+    mask = bids_dataset / "derivatives" / "mask" / "sub-003" / "sub-003_desc-mask_PVS.nii.gz"
+    mask.write_bytes(b"not a nifti file")
+    (bids_dataset / "sub-004" / "anat" / "sub-004_T2w.mgz").write_bytes(b"x")
+    proc = run_bundle(["run", "check_data", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)])
+    assert proc.returncode != 0
+    report = json.loads((tmp_path / "eval" / "data_check.json").read_text())
+    found = {(f["file"], f["problem"]) for f in report["findings"]}
+    assert ("derivatives/mask/sub-003/sub-003_desc-mask_PVS.nii.gz", "unreadable") in found or any(
+        f.startswith("derivatives/mask/sub-003") and p in ("truncated", "corrupt") for f, p in found
+    )
+    assert any(f.endswith("sub-004_T2w.mgz") and p == "not_nifti" for f, p in found)
+    assert any(f.endswith("sub-006_desc-mask_PVS.nii.gz") and p == "empty_mask" for f, p in found)

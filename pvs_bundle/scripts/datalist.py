@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.io import atomic_write_json
+from scripts.transforms import LABEL_THRESHOLD
 
 logger = logging.getLogger("pvs_bundle.datalist")
 
@@ -121,8 +122,8 @@ def find_labels(dataset_dir: Path, label_dir: str) -> list[Path]:
 
 
 def mask_is_empty(path: Path) -> bool:
-    """Return True when a mask file holds no foreground voxel."""
-    return not np.any(np.asarray(nib.load(str(path)).dataobj) > 0)
+    """Return True when a mask file holds no PVS voxel (none above the training label threshold)."""
+    return not np.any(np.asarray(nib.load(str(path)).dataobj) > LABEL_THRESHOLD)
 
 
 def check_dataset_dir(dataset_dir: str | Path, label_dir: str) -> Path:

@@ -21,6 +21,8 @@ from monai.transforms import (
 )
 
 INTENSITY_MODES: tuple[str, ...] = ("percentile", "range")
+# A label voxel is PVS when its value exceeds this (so 0/1 and 0/255 masks both binarise correctly).
+LABEL_THRESHOLD = 0.5
 
 
 def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransform:
@@ -79,7 +81,7 @@ def preprocessing(
         EnsureChannelFirstd(keys),
     ]
     if label_keys:
-        transforms.append(AsDiscreted(label_keys, threshold=0.5))
+        transforms.append(AsDiscreted(label_keys, threshold=LABEL_THRESHOLD))
     transforms += [
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=list(pixdim), mode=modes),
