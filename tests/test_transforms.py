@@ -1,0 +1,69 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, write_nifti
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+
+from scripts.transforms import intensity_transform, preprocessing
+
+
+def _lps_case(tmp_path):
+    """A 20 x 30 x 12 case on an LPS, anisotropic grid, with a 0/255 mask."""
+    affine = np.diag([-0.8, -0.8, 1.6, 1.0])
+    image = np.zeros((20, 30, 12))
+    image[2:18, 3:27, 1:11] = 500
+    image[5, 6, 4] = 1500
+    mask = np.zeros((20, 30, 12))
+    mask[5, 6, 4:6] = 255
+    return {
+        "image": str(write_nifti(tmp_path / "img.nii.gz", image, affine)),
+        "label": str(write_nifti(tmp_path / "lbl.nii.gz", mask, affine)),
+    }
+
+
+def test_preprocessing_reorients_resamples_normalises_and_binarises(tmp_path):
+    out = Compose(preprocessing([0.8, 0.8, 0.8], {"mode": "percentile", "lower": 0.5, "upper": 99.5}))(
+        _lps_case(tmp_path)
+    )
+    image, label = out["image"], out["label"]
+    assert nib.orientations.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
+    assert np.allclose(np.abs(np.diag(image.affine.numpy())[:3]), 0.8)
+    assert image.shape == label.shape and image.shape[0] == 1
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    assert set(torch.unique(label).tolist()) == {0.0, 1.0}
+    assert label.sum() > 0  # the 0/255 mask survived as PVS
+
+
+def test_preprocessing_is_invertible_back_to_the_native_grid(tmp_path):
+    case = _lps_case(tmp_path)
+    transform = Compose(preprocessing([1.0, 1.0, 1.0], {"mode": "percentile", "lower": 0.5, "upper": 99.5}))
+    out = transform(case)
+    restored = transform.inverse(out)["label"]
+    assert restored.shape[1:] == (20, 30, 12)
+    assert np.allclose(restored.affine.numpy(), nib.load(case["label"]).affine)
+
+
+def test_image_only_preprocessing_for_inference(tmp_path):
+    case = _lps_case(tmp_path)
+    out = Compose(preprocessing([0.8, 0.8, 0.8], {"mode": "percentile", "lower": 1, "upper": 99}, keys=["image"]))(
+        {"image": case["image"]}
+    )
+    assert set(out) >= {"image"} and "label" not in out
+
+
+def test_unknown_intensity_mode():
+    with pytest.raises(ValueError, match="intensity mode must be one of"):
+        intensity_transform("image", {"mode": "zscore"})
+
+
+def test_seed_overlay_restores_the_original_script_preprocessing():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "seed_1p5mm.json")])
+    assert parser.get_parsed_content("pixdim") == [1.5, 1.5, 1.5]
+    transforms = parser.get_parsed_content("preprocessing_transforms")
+    spacing = next(t for t in transforms if type(t).__name__ == "Spacingd")
+    scale = next(t for t in transforms if type(t).__name__ == "ScaleIntensityRanged")
+    assert np.allclose(spacing.spacing_transform.pixdim, 1.5)
+    assert (scale.scaler.a_min, scale.scaler.a_max, scale.scaler.b_min, scale.scaler.b_max) == (-1000, 3000, 0, 1)
