@@ -52,3 +52,34 @@ def test_null_spelling_means_no_weights():
 def test_unknown_encoder():
     with pytest.raises(ValueError, match="encoder_name must be one of"):
         build_unetplusplus(encoder_name="resnet9000", encoder_weights=None)
+
+
+def test_group_norm_replaces_every_batchnorm_and_keeps_affine_weights():
+    batch = build_unetplusplus(encoder_weights=None, **SMALL)
+    with torch.no_grad():
+        for m in batch.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.weight.uniform_(0.5, 1.5)
+    weights = [m.weight.clone() for m in batch.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    group = build_unetplusplus(encoder_weights=None, norm="group", **SMALL)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in group.modules())
+    from scripts.network import batchnorm_to_groupnorm
+
+    converted = [m for m in batchnorm_to_groupnorm(batch).modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(converted) == len(weights)
+    assert all(torch.equal(g.weight, w) for g, w in zip(converted, weights, strict=True))
+    assert all(g.num_channels % g.num_groups == 0 for g in converted)
+
+
+def test_group_norm_model_predicts_the_same_whatever_the_batch():
+    model = build_unetplusplus(encoder_weights=None, norm="group", **SMALL).eval()
+    x = torch.randn(3, 1, 32, 32, 64)
+    with torch.no_grad():
+        alone = model(x[:1])
+        together = model(x)[:1]
+    assert torch.allclose(alone, together, atol=1e-5)
+
+
+def test_unknown_norm():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        build_unetplusplus(encoder_weights=None, norm="layer", **SMALL)

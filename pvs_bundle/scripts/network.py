@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ logger = logging.getLogger("pvs_bundle.network")
 SIZE_DIVISOR = 32
 # Spellings of "no pretrained weights" on the command line, where fire cannot pass None.
 NO_WEIGHTS: tuple[str, ...] = ("null", "none", "")
+NORMS: tuple[str, ...] = ("batch", "group")
+MAX_GROUPS = 16
 
 
 def check_patch_size(patch_size: Sequence[int]) -> list[int]:
@@ -67,6 +70,34 @@ def _load_local_encoder_weights(model: nn.Module, path: Path, in_channels: int) 
     logger.info("Loaded encoder weights from %s", path)
 
 
+def batchnorm_to_groupnorm(module: nn.Module, max_groups: int = MAX_GROUPS) -> nn.Module:
+    """Replace every BatchNorm layer by a GroupNorm with the same affine weights, in place.
+
+    BatchNorm's running statistics come from the training batches; with small batches or small patches (the
+    encoder's deepest features of a 32³ patch are 1×1×1) they describe evaluation inputs badly and a model that
+    segments well in training mode predicts nothing in evaluation mode. GroupNorm normalises each sample on its
+    own, so training and inference behave the same.
+
+    Args:
+        module: the network.
+        max_groups: the largest number of groups; each layer uses gcd(channels, max_groups).
+
+    Returns:
+        The same module.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            channels = child.num_features
+            norm = nn.GroupNorm(math.gcd(channels, max_groups), channels, eps=child.eps, affine=True)
+            if child.affine:
+                norm.weight.data.copy_(child.weight.data)
+                norm.bias.data.copy_(child.bias.data)
+            setattr(module, name, norm)
+        else:
+            batchnorm_to_groupnorm(child, max_groups)
+    return module
+
+
 def build_unetplusplus(
     encoder_name: str = "efficientnet-b7",
     encoder_weights: str | None = "imagenet",
@@ -74,6 +105,7 @@ def build_unetplusplus(
     classes: int = 1,
     decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
     patch_size: Sequence[int] | None = None,
+    norm: str = "batch",
 ) -> nn.Module:
     """Build the PVS segmentation network: a 3D UNet++ that returns logits.
 
@@ -88,6 +120,8 @@ def build_unetplusplus(
         classes: output channels (1: PVS logit).
         decoder_channels: channels of the five decoder stages.
         patch_size: if given, checked to be three multiples of 32 so a bad window fails at start.
+        norm: ``"batch"`` (the library's BatchNorm) or ``"group"`` (GroupNorm, for small patches or batches:
+            see :func:`batchnorm_to_groupnorm`). Pretrained weights are loaded before the swap.
 
     Returns:
         The network, in training mode.
@@ -102,6 +136,8 @@ def build_unetplusplus(
 
     if patch_size is not None:
         check_patch_size(patch_size)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, not {norm!r}.")
     if encoder_name not in encoders:
         raise ValueError(f"encoder_name must be one of {sorted(encoders)}, not {encoder_name!r}.")
     local_path = None
@@ -126,4 +162,4 @@ def build_unetplusplus(
         ) from err
     if local_path is not None:
         _load_local_encoder_weights(model, local_path, in_channels)
-    return model
+    return batchnorm_to_groupnorm(model) if norm == "group" else model
