@@ -1,0 +1,133 @@
+"""Write each segmented case in its input's original space, and the PVS burden table of the run.
+
+The inference postprocessing maps the prediction back to the input's voxel grid with ``Invertd`` (through
+CropForeground, Spacing and Orientation). Here it is written with the input file's own affine, qform and sform
+(and their codes), so a mask has exactly its input's shape, affine and orientation. Every file is written to
+a temporary file beside its destination and renamed into place (:func:`scripts.io.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.utils import ImageMetaKey, convert_to_numpy
+
+from scripts.case_metrics import SUBJECT_KEY, write_case_table
+from scripts.checkpoint import as_bool
+from scripts.io import atomic_write
+from scripts.pvs_burden import pvs_burden, voxel_volume_mm3
+
+logger = logging.getLogger("pvs_bundle.prediction_writer")
+
+
+def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:
+    """Write a 3D array as gzipped NIfTI on the grid of ``reference``, atomically.
+
+    The affine, qform and sform (with their codes) and the spatial units are those of ``reference``.
+
+    Args:
+        data: the array, in the voxel order of ``reference`` (its first three dimensions).
+        reference: the image whose grid the array lies on.
+        path: the destination (``.nii.gz``).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: if the array's shape is not the reference's spatial shape.
+    """
+    if data.shape != reference.shape[:3]:
+        raise ValueError(f"data for {path} must have the input's shape {reference.shape[:3]}, not {data.shape}.")
+    header = type(reference.header)()
+    header.set_xyzt_units(*reference.header.get_xyzt_units())
+    image = type(reference)(data, reference.affine, header)
+    image.set_data_dtype(data.dtype)
+    image.set_qform(reference.header.get_qform(), int(reference.header["qform_code"]))
+    image.set_sform(reference.header.get_sform(), int(reference.header["sform_code"]))
+    return atomic_write(path, lambda p: p.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)))
+
+
+class PredictionWriter:
+    """Write every case's PVS mask (and probability map) in its input's space, then the burden table.
+
+    Attach to the inference evaluator. Per item, the postprocessing must leave the binary mask under ``pred``,
+    the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
+    datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
+    (see :func:`scripts.inference_inputs.inference_datalist`). When the run completes, one row per case
+    (the case name, then :data:`scripts.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
+
+    Args:
+        table_csv: path of the CSV table.
+        table_json: path of the JSON table.
+        save_probabilities: whether to write the probability maps (float32) beside the masks.
+    """
+
+    def __init__(self, table_csv: str | Path, table_json: str | Path, save_probabilities: bool | str = False) -> None:
+        self.table_csv = Path(table_csv)
+        self.table_json = Path(table_json)
+        self.save_probabilities = as_bool(save_probabilities, "save_probabilities")
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the evaluator: reset on STARTED, write cases on ITERATION_COMPLETED, the table on COMPLETED."""
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_iteration)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def reset(self, engine: Engine) -> None:
+        """Forget the cases of a previous run."""
+        self.rows = []
+
+    def write_iteration(self, engine: Engine) -> None:
+        """Write every case of the batch just segmented."""
+        outputs, batch = engine.state.output, engine.state.batch
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        batch = batch if isinstance(batch, list) else [batch]
+        for item_batch, item_output in zip(batch, outputs, strict=True):
+            self.rows.append(self.write_case({**item_batch, **item_output}))
+
+    def write_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """Write one case's outputs and return its table row.
+
+        Raises:
+            ValueError: if the image does not record its source file, or a prediction is not on its grid.
+        """
+        image = item["image"]
+        source = image.meta.get(ImageMetaKey.FILENAME_OR_OBJ) if isinstance(image, MetaTensor) else None
+        if not isinstance(source, str):
+            raise ValueError(f"image must be a MetaTensor that records its source file, not {type(image).__name__}.")
+        reference = nib.load(source)
+        mask = convert_to_numpy(item["pred"])[0] > 0.5
+        head = convert_to_numpy(item["head"])[0] > 0.5
+        save_like(mask.astype(np.uint8), reference, item["mask"])
+        if self.save_probabilities:
+            save_like(convert_to_numpy(item["prob"])[0].astype(np.float32), reference, item["probseg"])
+        row = {SUBJECT_KEY: item["case"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
+        logger.info(
+            "%s: %d PVS, %.1f mm³ (%.3f %% of the head mask) -> %s",
+            item["case"],
+            row["pvs_count"],
+            row["pvs_volume_mm3"],
+            100 * row["pvs_volume_fraction"],
+            item["mask"],
+        )
+        return row
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the burden table of every case segmented.
+
+        Raises:
+            ValueError: if no case was segmented.
+        """
+        if not self.rows:
+            raise ValueError("no case was segmented: the inputs must hold at least one image.")
+        write_case_table(self.rows, self.table_csv, self.table_json)
+        logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(self.rows), self.table_csv, self.table_json)

@@ -1,0 +1,75 @@
+"""PVS burden of one predicted mask: count, total and largest volume, and fraction of the head.
+
+All figures are computed in the input's own grid (the grid the mask is written in), with its voxel volume:
+
+- ``pvs_count``: connected components of the mask with full 3D connectivity (26 neighbours), as VALDO counts
+  PVS (:func:`scripts.detection.label_components`); no minimum size.
+- ``pvs_volume_mm3``: mask voxels x voxel volume.
+- ``largest_pvs_mm3``: volume of the largest component (0 when there is none).
+- ``head_volume_mm3``: volume of the head mask: the voxels whose normalised intensity (the preprocessed image,
+  mapped back to the input grid) is at least the foreground threshold that the preprocessing's foreground crop
+  uses (0.05 of the 0.5-99.5 percentile range by default). It holds the brain, the CSF and the brighter
+  extra-cranial tissue; it is not a skull-stripped brain mask.
+- ``pvs_volume_fraction``: ``pvs_volume_mm3 / head_volume_mm3`` (NaN when the head mask is empty).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scripts.detection import label_components
+
+BURDEN_COLUMNS: tuple[str, ...] = (
+    "pvs_count",
+    "pvs_volume_mm3",
+    "largest_pvs_mm3",
+    "head_volume_mm3",
+    "pvs_volume_fraction",
+)
+
+
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    """Return the volume of one voxel in mm³ from a 4 x 4 voxel-to-world affine.
+
+    Raises:
+        ValueError: if the affine is not 4 x 4 or its voxels have no volume.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise ValueError(f"affine must be a 4 x 4 matrix, not of shape {matrix.shape}.")
+    volume = abs(float(np.linalg.det(matrix[:3, :3])))
+    if not (math.isfinite(volume) and volume > 0):
+        raise ValueError(f"affine must give voxels a positive finite volume, not {volume} mm³.")
+    return volume
+
+
+def pvs_burden(mask: np.ndarray, head: np.ndarray, voxel_mm3: float) -> dict[str, float]:
+    """Compute the PVS burden of one case (see the module docstring).
+
+    Args:
+        mask: 3D binary PVS mask (voxels > 0.5 are PVS).
+        head: 3D binary head mask with the same shape.
+        voxel_mm3: the volume of one voxel in mm³.
+
+    Returns:
+        A dict with the keys of :data:`BURDEN_COLUMNS`.
+
+    Raises:
+        ValueError: if the masks are not 3D or differ in shape.
+    """
+    mask, head = np.asarray(mask) > 0.5, np.asarray(head) > 0.5
+    if mask.shape != head.shape:
+        raise ValueError(f"mask and head must have the same shape, not {mask.shape} and {head.shape}.")
+    labels, count = label_components(mask)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    pvs_mm3 = int(sizes.sum()) * voxel_mm3
+    head_mm3 = int(np.count_nonzero(head)) * voxel_mm3
+    return {
+        "pvs_count": count,
+        "pvs_volume_mm3": pvs_mm3,
+        "largest_pvs_mm3": int(sizes.max(initial=0)) * voxel_mm3,
+        "head_volume_mm3": head_mm3,
+        "pvs_volume_fraction": pvs_mm3 / head_mm3 if head_mm3 > 0 else math.nan,
+    }

@@ -1,0 +1,375 @@
+"""The inference workflow run for real through `python -m monai.bundle run` on tiny non-cubic NIfTI inputs."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, make_bids_dataset, run_bundle, synthetic_case, write_nifti
+from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped
+from scipy import ndimage
+
+from scripts.inference_inputs import (
+    SelectVolumed,
+    as_volume_index,
+    check_image,
+    inference_datalist,
+    list_inputs,
+    with_volume_selection,
+)
+from scripts.network import build_unetplusplus
+from scripts.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
+
+SMALL_NETWORK = {"encoder_name": "efficientnet-b0", "decoder_channels": (32, 16, 8, 8, 4)}
+SMALL_NETWORK_ARGS = [
+    "--encoder_name",
+    SMALL_NETWORK["encoder_name"],
+    "--decoder_channels",
+    json.dumps(list(SMALL_NETWORK["decoder_channels"])),
+]
+TINY_INFERENCE = [
+    *SMALL_NETWORK_ARGS,
+    "--patch_size",
+    "[32,32,32]",
+    "--sw_batch_size",
+    "4",
+    "--num_workers",
+    "0",
+]
+SHAPE = (20, 24, 18)  # non-cubic; smaller than the 32³ window after resampling, so it is padded
+SPACING = (0.8, 1.1, 0.9)  # anisotropic
+PVS_FRACTION = 0.03
+
+
+def ras_affine(spacing=SPACING, origin=(-8.0, -12.0, -7.0)) -> np.ndarray:
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = origin
+    return affine
+
+
+def lps_copy(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored left-to-right and anterior-to-posterior flipped (an LPS grid)."""
+    flipped = affine.copy()
+    for axis in (0, 1):
+        flipped[:3, 3] += affine[:3, axis] * (data.shape[axis] - 1)
+        flipped[:3, axis] *= -1
+    return data[::-1, ::-1].copy(), flipped
+
+
+def permuted_copy(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with its voxel axes in the order (z, x, y): an SRA grid."""
+    permuted = affine.copy()
+    permuted[:3, :3] = affine[:3, [2, 0, 1]]
+    return data.transpose(2, 0, 1).copy(), permuted
+
+
+def save_tiny_model(path: Path, image: Path) -> Path:
+    """Save an untrained tiny UNet++ whose logits are rescaled so that about 3 % of ``image`` is PVS.
+
+    An untrained network's logits barely vary; scaling its last layer spreads them, so masks hold many
+    components, which makes geometry and parity checks meaningful.
+    """
+    torch.manual_seed(0)
+    network = build_unetplusplus(encoder_weights=None, **SMALL_NETWORK).eval()
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    preprocess = Compose(parser.get_parsed_content("preprocessing_transforms"))
+    x = preprocess({"image": str(image)})["image"][None]
+    inferer = SlidingWindowInferer([32, 32, 32], sw_batch_size=4, overlap=0.5, mode="gaussian")
+    head = network.segmentation_head[0]
+    with torch.no_grad():
+        scale = 4.0 / float(inferer(x, network).std())
+        head.weight.mul_(scale)
+        head.bias.mul_(scale)
+        head.bias.sub_(float(torch.quantile(inferer(x, network).flatten(), 1 - PVS_FRACTION)))
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def infer(*args: str, cwd: Path = BUNDLE_ROOT, config: str = "configs/inference.json"):
+    return run_bundle(["run", "inferring", "--config_file", config, *TINY_INFERENCE, *args], cwd=cwd)
+
+
+def output(proc) -> str:
+    return proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    image = write_nifti(root / "calibration.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
+    return save_tiny_model(root / "model.pt", image)
+
+
+@pytest.fixture(scope="module")
+def oriented_run(tmp_path_factory, model_file):
+    """One image stored three ways (RAS, LPS, permuted axes) in a folder, segmented with probabilities."""
+    root = tmp_path_factory.mktemp("oriented")
+    data, affine = synthetic_case(SHAPE)[0], ras_affine()
+    write_nifti(root / "in" / "ras.nii.gz", data, affine)
+    write_nifti(root / "in" / "lps.nii.gz", *lps_copy(data, affine))
+    write_nifti(root / "in" / "sra.nii", *permuted_copy(data, affine))
+    (root / "in" / "notes.txt").write_text("not an image")
+    proc = infer(
+        "--input_dir",
+        str(root / "in"),
+        "--output_dir",
+        str(root / "out"),
+        "--model_file",
+        str(model_file),
+        "--save_probabilities",
+        "true",
+    )
+    assert proc.returncode == 0, output(proc)
+    return root / "in", root / "out", proc
+
+
+@pytest.mark.parametrize("name", ["ras.nii.gz", "lps.nii.gz", "sra.nii"])
+def test_outputs_have_the_geometry_of_their_input(oriented_run, name):
+    inputs, outputs, _ = oriented_run
+    source = nib.load(str(inputs / name))
+    stem = name.split(".")[0]
+    for suffix, dtype in (("mask", np.uint8), ("probseg", np.float32)):
+        written = nib.load(str(outputs / f"{stem}_desc-pvs_{suffix}.nii.gz"))
+        assert written.shape == source.shape
+        assert np.array_equal(written.affine, source.affine)
+        assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(source.affine)
+        assert written.get_data_dtype() == dtype
+    assert set(np.unique(load(outputs / f"{stem}_desc-pvs_mask.nii.gz"))) <= {0, 1}
+
+
+def test_masks_agree_whatever_the_storage_order(oriented_run):
+    _, outputs, _ = oriented_run
+    canonical = {
+        stem: [
+            np.asarray(nib.as_closest_canonical(nib.load(str(outputs / f"{stem}_desc-pvs_{s}.nii.gz"))).dataobj)
+            for s in ("mask", "probseg")
+        ]
+        for stem in ("ras", "lps", "sra")
+    }
+    ras_mask, ras_prob = canonical["ras"]
+    assert 0 < ras_mask.sum() < ras_mask.size / 4
+    for stem in ("lps", "sra"):
+        mask, prob = canonical[stem]
+        assert np.array_equal(mask, ras_mask), stem
+        np.testing.assert_allclose(prob, ras_prob, atol=1e-5)
+
+
+def test_table_matches_the_written_masks(oriented_run):
+    inputs, outputs, _ = oriented_run
+    rows = list(csv.DictReader((outputs / "pvs_burden.csv").open()))
+    assert list(rows[0]) == ["subject", *BURDEN_COLUMNS]
+    assert sorted(r["subject"] for r in rows) == ["lps", "ras", "sra"]
+    assert json.loads((outputs / "pvs_burden.json").read_text()) == [
+        {k: (int(v) if k == "pvs_count" else v if k == "subject" else float(v)) for k, v in r.items()} for r in rows
+    ]
+    for row in rows:
+        name = "sra.nii" if row["subject"] == "sra" else f"{row['subject']}.nii.gz"
+        mask = load(outputs / f"{row['subject']}_desc-pvs_mask.nii.gz")
+        labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 3))
+        voxel = float(np.prod(SPACING))  # the header stores it in float32: compare to 1e-6
+        assert int(row["pvs_count"]) == count > 1
+        assert math.isclose(float(row["pvs_volume_mm3"]), mask.sum() * voxel, rel_tol=1e-6)
+        assert math.isclose(float(row["largest_pvs_mm3"]), np.bincount(labels.ravel())[1:].max() * voxel, rel_tol=1e-6)
+        assert 0 < float(row["pvs_volume_mm3"]) < float(row["head_volume_mm3"]) < np.prod(SHAPE) * voxel
+        assert math.isclose(
+            float(row["pvs_volume_fraction"]), float(row["pvs_volume_mm3"]) / float(row["head_volume_mm3"])
+        )
+        assert nib.load(str(inputs / name)).shape[:3] == mask.shape
+
+
+def test_progress_bar_counts_the_inputs_and_other_files_are_ignored(oriented_run):
+    _, _, proc = oriented_run
+    assert "[3/3]" in proc.stderr
+    assert "Ignoring 1 file(s)" in proc.stdout and "notes.txt" in proc.stdout
+
+
+def test_bids_outputs_mirror_the_dataset_with_plain_run_from_the_repo_root(tmp_path, model_file):
+    dataset = make_bids_dataset(tmp_path / "ds", subjects=("001", "002"), sessions=("1",), shape=SHAPE)
+    args = ["--bundle_root", "pvs_bundle", "--input_dir", str(dataset), "--output_dir", str(tmp_path / "out")]
+    proc = run_bundle(
+        [
+            "run",
+            "--config_file",
+            "pvs_bundle/configs/inference.json",
+            *TINY_INFERENCE,
+            *args,
+            "--model_file",
+            str(model_file),
+        ],
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, output(proc)
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.nii.gz"))
+    assert written == [
+        "sub-001/ses-1/anat/sub-001_ses-1_desc-pvs_mask.nii.gz",
+        "sub-002/ses-1/anat/sub-002_ses-1_desc-pvs_mask.nii.gz",
+    ]
+    rows = json.loads((tmp_path / "out" / "pvs_burden.json").read_text())
+    assert [r["subject"] for r in rows] == ["sub-001_ses-1", "sub-002_ses-1"]
+
+
+def test_file_list_with_a_4d_image_and_volume_index(tmp_path, model_file):
+    data, affine = synthetic_case(SHAPE)[0], ras_affine()
+    single = write_nifti(tmp_path / "a" / "single.nii.gz", data, affine)
+    volumes = np.stack([np.zeros(SHAPE), data, data[::-1]], axis=-1)
+    series = write_nifti(tmp_path / "b" / "series_T2w.nii.gz", volumes, affine)
+    files = f"['{single}','{series}']"
+    proc = infer(
+        "--input_files",
+        files,
+        "--volume_index",
+        "1",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--model_file",
+        str(model_file),
+    )
+    assert proc.returncode == 0, output(proc)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == [
+        "series_desc-pvs_mask.nii.gz",
+        "single_desc-pvs_mask.nii.gz",
+    ]
+    mask_4d = nib.load(str(tmp_path / "out" / "series_desc-pvs_mask.nii.gz"))
+    assert mask_4d.shape == SHAPE and np.array_equal(mask_4d.affine, nib.load(str(series)).affine)
+    assert np.array_equal(np.asarray(mask_4d.dataobj), load(tmp_path / "out" / "single_desc-pvs_mask.nii.gz"))
+
+
+def test_bad_inputs_are_all_named_before_any_inference(tmp_path, model_file):
+    four_d = write_nifti(tmp_path / "series.nii.gz", np.zeros((*SHAPE, 3)), ras_affine())
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    nan = tmp_path / "nan.nii.gz"
+    values = np.ones(SHAPE, dtype=np.float32)
+    values[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(values, ras_affine()), str(nan))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    truncated = write_nifti(tmp_path / "truncated.nii.gz", synthetic_case(SHAPE)[0])
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    files = "[" + ",".join(f"'{f}'" for f in (four_d, text, nan, broken, truncated)) + "]"
+    proc = infer("--input_files", files, "--output_dir", str(tmp_path / "out"), "--model_file", str(model_file))
+    assert proc.returncode != 0
+    assert "5 of 5 input(s) cannot be segmented" in proc.stderr
+    assert f"{four_d}: must be a 3D image, not 4D of shape (20, 24, 18, 3)" in proc.stderr
+    assert "--volume_index N (0 <= N < 3)" in proc.stderr
+    assert f"{text}: must be a NIfTI file (.nii or .nii.gz), not .txt" in proc.stderr
+    assert f"{nan}: must hold finite intensities, not 1 NaN/Inf voxel(s)" in proc.stderr
+    assert f"{broken}: cannot be read as NIfTI" in proc.stderr
+    assert f"{truncated}: has a readable header but its voxel data cannot be read" in proc.stderr
+    assert "Restored all variables" not in proc.stdout  # failed before the model was even loaded
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_mask_is_never_overwritten_silently(tmp_path, model_file):
+    image = write_nifti(tmp_path / "in" / "sub-001_T2w.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
+    existing = tmp_path / "out" / "sub-001_desc-pvs_mask.nii.gz"
+    existing.parent.mkdir()
+    existing.write_bytes(b"an earlier result")
+    args = ["--input_files", f"['{image}']", "--output_dir", str(tmp_path / "out"), "--model_file", str(model_file)]
+    refused = infer(*args)
+    assert refused.returncode != 0
+    assert f"already exist and would be overwritten: {existing}" in refused.stderr
+    assert "Pass --overwrite true to replace them" in refused.stderr
+    assert existing.read_bytes() == b"an earlier result"
+    replaced = infer(*args, "--overwrite", "true")
+    assert replaced.returncode == 0, output(replaced)
+    assert nib.load(str(existing)).shape == SHAPE
+    assert not list(existing.parent.glob(".*.tmp"))
+
+
+def test_missing_model_file_fails_first_with_the_fix(tmp_path):
+    image = write_nifti(tmp_path / "in" / "case.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
+    absent = tmp_path / "models" / "model.pt"
+    proc = infer("--input_files", f"['{image}']", "--output_dir", str(tmp_path / "out"), "--model_file", str(absent))
+    assert proc.returncode != 0
+    assert f"model file {absent} does not exist: run training first" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_listing_names_outputs_and_refuses_two_inputs_with_one_name(tmp_path):
+    write_nifti(tmp_path / "in" / "sub-07_T2w.nii.gz", np.ones(SHAPE))
+    write_nifti(tmp_path / "in" / "case.nii", np.ones(SHAPE))
+    items = inference_datalist(tmp_path / "in", tmp_path / "out")
+    assert [(Path(i["image"]).name, i["case"], Path(i["mask"]).name, Path(i["probseg"]).name) for i in items] == [
+        ("case.nii", "case", "case_desc-pvs_mask.nii.gz", "case_desc-pvs_probseg.nii.gz"),
+        ("sub-07_T2w.nii.gz", "sub-07", "sub-07_desc-pvs_mask.nii.gz", "sub-07_desc-pvs_probseg.nii.gz"),
+    ]
+    write_nifti(tmp_path / "in" / "case.nii.gz", np.ones(SHAPE))
+    with pytest.raises(ValueError, match="must have different names"):
+        inference_datalist(tmp_path / "in", tmp_path / "out")
+
+
+def test_missing_or_empty_input_dir_says_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"input_dir {tmp_path / 'absent'} does not exist"):
+        list_inputs(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match=r"holds no image: looked for T2w images sub-\*"):
+        list_inputs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="input_files must exist"):
+        list_inputs(tmp_path, [str(tmp_path / "nope.nii.gz")])
+
+
+def test_volume_index_applies_to_4d_images_only(tmp_path):
+    three_d = write_nifti(tmp_path / "a.nii.gz", np.ones(SHAPE))
+    single_volume = write_nifti(tmp_path / "b.nii.gz", np.ones((*SHAPE, 1)))
+    four_d = write_nifti(tmp_path / "c.nii.gz", np.ones((*SHAPE, 2)))
+    assert (
+        check_image(three_d, 5) is None and check_image(single_volume) is None and check_image(single_volume, 3) is None
+    )
+    assert check_image(four_d, 1) is None
+    assert "volume_index must be below the number of volumes 2" in check_image(four_d, 2)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("null", None), (2, 2), ("3", 3)])
+def test_volume_index_as_the_command_line_gives_it(value, expected):
+    assert as_volume_index(value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, "one", 1.5, True])
+def test_bad_volume_index_is_refused(value):
+    with pytest.raises(ValueError, match="volume_index must be a non-negative int or null"):
+        as_volume_index(value)
+
+
+def test_volume_selection_follows_ensure_channel_first():
+    transforms = [EnsureChannelFirstd("image"), EnsureTyped("image")]
+    assert with_volume_selection(transforms, None) == transforms
+    selected = with_volume_selection(transforms, "1")
+    assert isinstance(selected[1], SelectVolumed) and selected[1].index == 1 and len(selected) == 3
+    item = selected[1]({"image": torch.arange(3.0)[:, None, None, None].expand(3, 2, 3, 4)})
+    assert item["image"].shape == (1, 2, 3, 4) and float(item["image"].max()) == 1.0
+
+
+def test_pvs_burden_of_a_known_mask():
+    mask = np.zeros((6, 7, 8), dtype=np.uint8)
+    mask[0:2, 0:2, 0:2] = 1  # 8 voxels
+    mask[4, 4, 4] = mask[5, 5, 5] = 1  # corner neighbours: one PVS with 26-connectivity
+    head = np.ones_like(mask)
+    head[:, :, 7] = 0
+    burden = pvs_burden(mask, head, voxel_mm3=0.5)
+    assert burden == {
+        "pvs_count": 2,
+        "pvs_volume_mm3": 5.0,
+        "largest_pvs_mm3": 4.0,
+        "head_volume_mm3": 6 * 7 * 7 * 0.5,
+        "pvs_volume_fraction": 5.0 / (6 * 7 * 7 * 0.5),
+    }
+    assert math.isnan(pvs_burden(mask, np.zeros_like(mask), 0.5)["pvs_volume_fraction"])
+    assert pvs_burden(np.zeros_like(mask), head, 0.5)["largest_pvs_mm3"] == 0.0
+
+
+def test_voxel_volume_from_a_permuted_anisotropic_affine():
+    _, affine = permuted_copy(np.zeros(SHAPE), ras_affine())
+    assert math.isclose(voxel_volume_mm3(affine), float(np.prod(SPACING)))
+    with pytest.raises(ValueError, match="positive finite volume"):
+        voxel_volume_mm3(np.zeros((4, 4)))
