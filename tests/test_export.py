@@ -20,7 +20,6 @@ from test_inference import (
     save_tiny_model,
 )
 
-from scripts.exportable import exportable
 from scripts.network import build_unetplusplus
 from scripts.onnx_network import OnnxRuntimeNetwork
 
@@ -46,7 +45,7 @@ EXPORT_ARGS = [
 
 
 def tiny_network(model_file: Path) -> torch.nn.Module:
-    network = exportable(build_unetplusplus(encoder_weights=None, **SMALL_NETWORK))
+    network = build_unetplusplus(encoder_weights=None, memory_efficient_swish=False, **SMALL_NETWORK)
     network.load_state_dict(torch.load(model_file, weights_only=True))
     return network.eval()
 

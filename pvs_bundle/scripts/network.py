@@ -106,6 +106,7 @@ def build_unetplusplus(
     decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
     patch_size: Sequence[int] | None = None,
     norm: str = "batch",
+    memory_efficient_swish: bool = True,
 ) -> nn.Module:
     """Build the PVS segmentation network: a 3D UNet++ that returns logits.
 
@@ -122,6 +123,9 @@ def build_unetplusplus(
         patch_size: if given, checked to be three multiples of 32 so a bad window fails at start.
         norm: ``"batch"`` (the library's BatchNorm) or ``"group"`` (GroupNorm, for small patches or batches:
             see :func:`batchnorm_to_groupnorm`). Pretrained weights are loaded before the swap.
+        memory_efficient_swish: EfficientNet's Swish as a custom autograd function that saves memory in training
+            (the default), or the plain Swish (false): same values, and the only one TorchScript can save and
+            ONNX can export, so inference and export use it.
 
     Returns:
         The network, in training mode.
@@ -162,4 +166,6 @@ def build_unetplusplus(
         ) from err
     if local_path is not None:
         _load_local_encoder_weights(model, local_path, in_channels)
+    if not memory_efficient_swish and hasattr(model.encoder, "set_swish"):
+        model.encoder.set_swish(memory_efficient=False)
     return batchnorm_to_groupnorm(model) if norm == "group" else model
