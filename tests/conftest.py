@@ -96,6 +96,11 @@ def run_bundle(args: list[str], cwd: Path = BUNDLE_ROOT, timeout: int = 900) -> 
     )
 
 
+def run_dirs(root: Path, dataset: Path) -> list[str]:
+    """Command-line overrides that point a run at ``dataset`` and keep its outputs under ``root``."""
+    return ["--dataset_dir", str(dataset), "--output_dir", str(root / "eval"), "--ckpt_dir", str(root / "models")]
+
+
 # Overrides that make a training run small enough for CI on 2 CPU cores.
 TINY_TRAINING = [
     "--encoder_name",

@@ -146,3 +146,15 @@ def test_must_exist_refuses_to_build_a_new_split(bids_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="run training first"):
         load_or_create_datalist(bids_dataset, tmp_path / "datalist.json", must_exist=True)
     assert not (tmp_path / "datalist.json").exists()
+
+
+def test_relative_dataset_dir_gives_absolute_paths_the_data_check_accepts(bids_dataset, tmp_path, monkeypatch):
+    from scripts.data_check import check_cases
+
+    monkeypatch.chdir(bids_dataset.parent)
+    datalist = load_or_create_datalist(bids_dataset.name, tmp_path / "out" / "datalist.json")
+    cases = datalist["training"] + datalist["validation"]
+    assert all(Path(c["image"]).is_absolute() and Path(c["image"]).is_file() for c in cases)
+    report = check_cases(cases, patch_size=(32, 32, 32), root=bids_dataset.name)
+    assert report.errors == []
+    assert all(not f.startswith("/") for f in report.files_checked)

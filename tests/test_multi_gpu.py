@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, run_bundle
+from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, run_bundle, run_dirs
 
 from scripts.datalist import create_datalist
 from scripts.distributed import TORCHRUN_VARIABLES, local_rank
@@ -57,12 +57,7 @@ def ddp_run(tmp_path_factory):
         "training",
         "--config_file",
         CONFIGS,
-        "--dataset_dir",
-        str(dataset),
-        "--output_dir",
-        str(root / "eval"),
-        "--ckpt_dir",
-        str(root / "models"),
+        *run_dirs(root, dataset),
         *TINY_TRAINING,
         *SPLIT,
     ]

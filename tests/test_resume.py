@@ -8,7 +8,7 @@ import sys
 import time
 
 import torch
-from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, run_bundle
+from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, run_bundle, run_dirs
 
 
 def _args(tmp_path, dataset, *extra):
@@ -17,12 +17,7 @@ def _args(tmp_path, dataset, *extra):
         "training",
         "--config_file",
         "configs/train.json",
-        "--dataset_dir",
-        str(dataset),
-        "--output_dir",
-        str(tmp_path / "eval"),
-        "--ckpt_dir",
-        str(tmp_path / "models"),
+        *run_dirs(tmp_path, dataset),
         *TINY_TRAINING,
         *extra,
     ]

@@ -5,7 +5,7 @@ database, with the run's artifacts in ``mlruns/`` beside it.
 """
 
 import pytest
-from conftest import TINY_TRAINING, make_bids_dataset, run_bundle
+from conftest import TINY_TRAINING, make_bids_dataset, run_bundle, run_dirs
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,12 +26,7 @@ def tracked_run(tmp_path_factory):
             "training",
             "--config_file",
             "configs/train.json",
-            "--dataset_dir",
-            str(dataset),
-            "--output_dir",
-            str(root / "eval"),
-            "--ckpt_dir",
-            str(root / "models"),
+            *run_dirs(root, dataset),
             *TINY_TRAINING,
             "--max_epochs",
             "1",

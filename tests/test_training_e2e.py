@@ -4,26 +4,15 @@ import json
 import time
 
 import torch
-from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, TINY_TRAINING, run_bundle
+from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, TINY_TRAINING, run_bundle, run_dirs
 from monai.bundle import ConfigWorkflow
 
 from scripts.network import build_unetplusplus
 
 
-def _paths(tmp_path, dataset):
-    return [
-        "--dataset_dir",
-        str(dataset),
-        "--output_dir",
-        str(tmp_path / "eval"),
-        "--ckpt_dir",
-        str(tmp_path / "models"),
-    ]
-
-
 def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
     proc = run_bundle(
-        ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset), *TINY_TRAINING]
+        ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset), *TINY_TRAINING]
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -42,7 +31,7 @@ def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
 
 def test_default_run_id_from_the_repository_root(bids_dataset, tmp_path):
     args = ["run", "--config_file", "pvs_bundle/configs/train.json", "--bundle_root", "pvs_bundle"]
-    proc = run_bundle([*args, *_paths(tmp_path, bids_dataset), *TINY_TRAINING, "--max_epochs", "1"], cwd=REPO_ROOT)
+    proc = run_bundle([*args, *run_dirs(tmp_path, bids_dataset), *TINY_TRAINING, "--max_epochs", "1"], cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
 
@@ -50,7 +39,7 @@ def test_default_run_id_from_the_repository_root(bids_dataset, tmp_path):
 def test_missing_dataset_fails_at_once_with_what_was_looked_for(tmp_path):
     start = time.monotonic()
     proc = run_bundle(
-        ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, tmp_path / "absent")]
+        ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, tmp_path / "absent")]
     )
     assert proc.returncode != 0
     assert f"dataset_dir {tmp_path / 'absent'} does not exist" in proc.stderr
@@ -60,7 +49,7 @@ def test_missing_dataset_fails_at_once_with_what_was_looked_for(tmp_path):
 
 
 def test_bad_patch_size_fails_before_any_data_is_read(bids_dataset, tmp_path):
-    args = ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)]
+    args = ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)]
     proc = run_bundle([*args, *TINY_TRAINING, "--patch_size", "[48,48,48]"])
     assert proc.returncode != 0
     assert "patch_size must be three positive multiples of 32" in proc.stderr
@@ -88,7 +77,7 @@ def test_train_config_meets_the_model_zoo_property_contract(bids_dataset, tmp_pa
 def test_corrupt_file_fails_fast_naming_it(bids_dataset, tmp_path):
     image = bids_dataset / "sub-002" / "anat" / "sub-002_T2w.nii.gz"
     image.write_bytes(image.read_bytes()[:-200])  # a truncated download
-    args = ["run", "training", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)]
+    args = ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)]
     proc = run_bundle([*args, *TINY_TRAINING])
     assert proc.returncode != 0
     assert "the data check found 1 error(s)" in proc.stderr
@@ -101,7 +90,7 @@ def test_check_data_run_id_reports_every_fault(bids_dataset, tmp_path):
     mask = bids_dataset / "derivatives" / "mask" / "sub-003" / "sub-003_desc-mask_PVS.nii.gz"
     mask.write_bytes(b"not a nifti file")
     (bids_dataset / "sub-004" / "anat" / "sub-004_T2w.mgz").write_bytes(b"x")
-    proc = run_bundle(["run", "check_data", "--config_file", "configs/train.json", *_paths(tmp_path, bids_dataset)])
+    proc = run_bundle(["run", "check_data", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)])
     assert proc.returncode != 0
     report = json.loads((tmp_path / "eval" / "data_check.json").read_text())
     found = {(f["file"], f["problem"]) for f in report["findings"]}

@@ -669,7 +669,7 @@ def check_cases(
         ValueError: on malformed settings, or a case without an ``image``.
     """
     settings = _settings(patch_size, pixdim, non_binary, affine_atol)
-    base = Path(root).expanduser() if root is not None else None
+    base = Path(root).expanduser().resolve() if root is not None else None
     inspector = _Inspector(settings, base)
     for number, case in enumerate(cases):
         if not isinstance(case, dict) or not case.get("image"):

@@ -262,7 +262,7 @@ def resolve_paths(items: list[dict], dataset_dir: str | Path, source: Path) -> l
     Raises:
         FileNotFoundError: listing every missing file, and the datalist it came from.
     """
-    root = Path(dataset_dir).expanduser()
+    root = Path(dataset_dir).expanduser().resolve()
     resolved, missing = [], []
     for item in items:
         new = dict(item)
