@@ -158,3 +158,15 @@ def test_relative_dataset_dir_gives_absolute_paths_the_data_check_accepts(bids_d
     report = check_cases(cases, patch_size=(32, 32, 32), root=bids_dataset.name)
     assert report.errors == []
     assert all(not f.startswith("/") for f in report.files_checked)
+
+
+def test_split_is_stable_and_says_so_when_a_subject_is_added(bids_dataset, tmp_path, caplog):
+    file = tmp_path / "datalist.json"
+    first = load_or_create_datalist(bids_dataset, file, seed=0)
+    assert "does not list" not in caplog.text  # the skipped empty mask is not "new"
+    image, mask = synthetic_case(seed=42)
+    write_nifti(bids_dataset / "sub-007/anat/sub-007_T2w.nii.gz", image)
+    write_nifti(bids_dataset / "derivatives/mask/sub-007/sub-007_desc-mask_PVS.nii.gz", mask)
+    second = load_or_create_datalist(bids_dataset, file, seed=0)
+    assert second == first
+    assert "1 T2w image(s) that the saved split" in caplog.text and "sub-007/anat/sub-007_T2w.nii.gz" in caplog.text

@@ -280,6 +280,49 @@ def resolve_paths(items: list[dict], dataset_dir: str | Path, source: Path) -> l
     return resolved
 
 
+def _listed_id(case: dict) -> str | None:
+    if "id" in case:
+        return case["id"]
+    try:
+        return case_id(parse_entities(case["image"])[0])
+    except ValueError:
+        return None
+
+
+def report_changes(saved: dict, dataset_dir: str | Path, source: Path) -> list[str]:
+    """Warn about T2w images of the dataset that the saved split does not list (the split never changes silently).
+
+    Images the datalist skipped on purpose (empty mask, no mask; see its report) are not counted.
+
+    Args:
+        saved: the saved datalist (paths relative to ``dataset_dir`` or absolute).
+        dataset_dir: root of the BIDS dataset.
+        source: the datalist file, named in the warning.
+
+    Returns:
+        The new images, relative to the dataset root.
+    """
+    root = Path(dataset_dir).expanduser()
+    if not root.is_dir():
+        return []
+    known = {_listed_id(c) for k in SPLITS for c in saved[k]}
+    report_file = source.with_name(source.stem + "_report.json")
+    if report_file.is_file():
+        report = json.loads(report_file.read_text())
+        skipped = report.get("empty_masks_skipped", []) + report.get("images_without_label", [])
+        known |= {case_id(parse_entities(f)[0]) for f in skipped}
+    new = sorted(str(f.relative_to(root)) for f in find_images(root) if case_id(parse_entities(f)[0]) not in known)
+    if new:
+        logger.warning(
+            "The dataset has %d T2w image(s) that the saved split %s does not list (%s): they are not used. The split "
+            "is kept so that no test subject moves into training; delete the file to re-split everything.",
+            len(new),
+            source,
+            ", ".join(new[:10]),
+        )
+    return new
+
+
 def load_or_create_datalist(
     dataset_dir: str | Path,
     datalist_file: str | Path,
@@ -316,6 +359,7 @@ def load_or_create_datalist(
         if absent:
             raise ValueError(f"datalist {path} must have the keys {list(SPLITS)}; missing {absent}.")
         logger.info("Using the saved datalist %s.", path)
+        report_changes(saved, dataset_dir, path)
     elif must_exist:
         raise FileNotFoundError(
             f"datalist {path} does not exist: run training first (it writes the split there), or pass "
