@@ -25,10 +25,10 @@ def affine_for(spacing=SPACING, origin=(-20.0, -30.0, -10.0)) -> np.ndarray:
     return affine
 
 
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    """Write an int16 NIfTI file, creating its folders."""
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, dtype=np.int16) -> Path:
+    """Write a NIfTI file (int16 like ds005595 unless told), creating its folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data.astype(np.int16), affine if affine is not None else affine_for()), str(path))
+    nib.save(nib.Nifti1Image(data.astype(dtype), affine if affine is not None else affine_for()), str(path))
     return path
 
 

@@ -50,9 +50,7 @@ def the_finding(report, problem: str, file: str):
 
 
 def write_float(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data.astype(np.float32), affine_for() if affine is None else affine), str(path))
-    return path
+    return write_nifti(path, data, affine, dtype=np.float32)
 
 
 def damage(path: Path) -> Path:
