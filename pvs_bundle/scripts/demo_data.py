@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +36,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.distance import cdist
+
+from scripts.io import atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.demo_data")
 
@@ -312,7 +313,7 @@ def generate_dataset(
         rows.append("\t".join([sid, *_participant(seed, number)]))
         logger.debug("%s: %d PVS in the field of view", sid, len(subject.tubes))
     _write_text(root / "participants.tsv", "\r\n".join(rows))
-    _write_atomic(root / MARKER_NAME, json.dumps(params, indent=4) + "\n")
+    atomic_write_json(root / MARKER_NAME, params)
     logger.info("Demo dataset complete at %s (%d subjects without PVS: %s)", root, len(empty), sorted(empty))
     return root
 
@@ -735,14 +736,6 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode("utf-8"))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "wb") as f:
-        f.write(text.encode("utf-8"))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _read_marker(root: Path) -> dict | None:
