@@ -13,7 +13,7 @@ import torch
 from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, run_bundle, run_dirs
 
 from scripts.datalist import create_datalist
-from scripts.distributed import TORCHRUN_VARIABLES, local_rank
+from scripts.distributed import TORCHRUN_VARIABLES, local_rank, training_sampler, training_shard
 from scripts.network import build_unetplusplus
 
 CONFIGS = "['configs/train.json','configs/multi_gpu_train.json']"
@@ -89,6 +89,16 @@ def test_training_cases_are_shared_out_between_ranks(ddp_run):
     assert iterations == {rank: expected for rank in range(WORLD_SIZE)}
 
 
+def test_each_rank_caches_its_own_disjoint_share_of_the_training_cases(ddp_run):
+    root, output = ddp_run
+    shares = _by_rank(output, r"Rank \d of 2 caches 2 of 4 training cases: .*\.$")
+    assert all(len(shares[rank]) == 1 for rank in range(WORLD_SIZE)), shares
+    ids = [set(shares[rank][0].split(": ", 1)[1].rstrip(".").split(", ")) for rank in range(WORLD_SIZE)]
+    datalist = json.loads((root / "eval" / "datalist.json").read_text())
+    assert ids[0].isdisjoint(ids[1])
+    assert ids[0] | ids[1] == {case["id"] for case in datalist["training"]}
+
+
 def test_only_rank_zero_writes_the_model_history_and_tensorboard(ddp_run):
     root, output = ddp_run
     saved = _by_rank(output, r"Saved the best model")
@@ -141,3 +151,34 @@ def test_local_rank_must_be_a_non_negative_integer(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "-1")
     with pytest.raises(RuntimeError, match="LOCAL_RANK must be a non-negative integer, not '-1'"):
         local_rank()
+
+
+CASES = [{"id": f"sub-{i:03d}", "image": f"{i}.nii.gz", "label": f"{i}_mask.nii.gz"} for i in range(7)]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 7, 8])
+def test_training_shards_cover_every_case_with_equal_lengths(world_size):
+    shards = [training_shard(CASES, seed=5, rank=rank, world_size=world_size) for rank in range(world_size)]
+    assert len({len(shard) for shard in shards}) == 1  # every rank runs as many iterations
+    assert len(shards[0]) == -(-len(CASES) // world_size)  # 1 with more ranks than cases
+    assert {case["id"] for shard in shards for case in shard} == {case["id"] for case in CASES}
+    if world_size < len(CASES):  # only the padding repeats a case
+        assert sum(len(shard) for shard in shards) - len(CASES) < world_size
+        assert shards != [training_shard(CASES, seed=6, rank=r, world_size=world_size) for r in range(world_size)]
+
+
+def test_training_shard_without_partition_or_process_group_is_every_case():
+    assert training_shard(CASES, partition=False, rank=1, world_size=2) == CASES
+    assert training_shard(CASES) == CASES  # no process group: rank 0 of 1
+    with pytest.raises(ValueError, match="rank must be in 0 … world_size - 1 = 1, not 2"):
+        training_shard(CASES, rank=2, world_size=2)
+
+
+def test_training_sampler_reshuffles_the_whole_share_every_epoch():
+    sampler = training_sampler(CASES, partitioned=True, seed=0)  # no process group: rank 0 of 1
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert all(sorted(order) == list(range(len(CASES))) for order in orders)
+    assert len({tuple(order) for order in orders}) == 3

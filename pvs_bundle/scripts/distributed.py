@@ -1,8 +1,18 @@
-"""Distributed training under torchrun: this process's local rank, with a clear error when torchrun did not start it."""
+"""Distributed training under torchrun: local rank, each rank's share of the training cases, and its sampler.
+
+``local_rank`` fails with a message saying how to launch when torchrun did not start the process.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence, Sized
+
+import torch.distributed
+from monai.data import DistributedSampler, partition_dataset
+
+logger = logging.getLogger("pvs_bundle.distributed")
 
 TORCHRUN_VARIABLES: tuple[str, ...] = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -28,3 +38,74 @@ def local_rank() -> int:
     if not value.isdigit():
         raise RuntimeError(f"LOCAL_RANK must be a non-negative integer, not {value!r}.")
     return int(value)
+
+
+def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The given rank and world size, or those of the initialised process group (0 and 1 without one)."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if initialised else 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0 … world_size - 1 = {world_size - 1}, not {rank}.")
+    return rank, world_size
+
+
+def training_shard(
+    data: Sequence[dict],
+    partition: bool = True,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> list[dict]:
+    """Return the training cases this process caches: its own share of them, or all of them.
+
+    With ``partition`` each of the ``world_size`` processes caches and trains on a different ``1 / world_size`` of
+    the cases (shuffled with ``seed``, the same on every rank, so the shares are disjoint and cover every case), so
+    the training cache is split between the processes instead of held whole by each; shares are evened out by
+    repeating a few cases, so every rank runs the same number of iterations (DDP needs that), and with fewer cases
+    than processes each rank gets one. Without it every process caches every case and a ``DistributedSampler``
+    over all of them (see :func:`training_sampler`) hands each rank a different share every epoch: better mixing,
+    ``world_size`` times the memory.
+
+    Args:
+        data: the training split's datalist entries (``{"id", "image", "label"}``).
+        partition: whether to split the cases between the processes.
+        seed: seed of the shuffle before the split (``seed`` in train.json).
+        rank: this process's rank; defaults to the process group's (0 without one).
+        world_size: the number of processes; defaults to the process group's (1 without one).
+
+    Returns:
+        The cases this process caches.
+    """
+    rank, world_size = _rank_and_world_size(rank, world_size)
+    if not partition or world_size == 1:
+        logger.info("Rank %d of %d caches all %d training cases.", rank, world_size, len(data))
+        return list(data)
+    if len(data) < world_size:  # fewer cases than processes: one each, some cases on several ranks
+        shard = [data[rank % len(data)]] if data else []
+    else:
+        shards = partition_dataset(list(data), num_partitions=world_size, shuffle=True, seed=seed, even_divisible=True)
+        shard = shards[rank]
+    ids = ", ".join(str(case.get("id", case.get("image"))) for case in shard)
+    logger.info("Rank %d of %d caches %d of %d training cases: %s.", rank, world_size, len(shard), len(data), ids)
+    return shard
+
+
+def training_sampler(dataset: Sized, partitioned: bool = True, seed: int = 0) -> DistributedSampler:
+    """Return the sampler of the training loader under DDP, reshuffled every epoch (``set_epoch``).
+
+    Args:
+        dataset: the training dataset of this process (its share when ``partitioned``).
+        partitioned: whether ``dataset`` holds only this process's share (:func:`training_shard`); then the
+            sampler shuffles the whole share, otherwise it hands this rank its ``1 / world_size`` of the cases.
+        seed: the shuffle's seed; with a share, offset by the rank so ranks do not shuffle in step.
+
+    Returns:
+        A ``DistributedSampler`` that pads to equal lengths, so every rank runs the same number of iterations.
+    """
+    if partitioned:
+        rank, _ = _rank_and_world_size(None, None)
+        return DistributedSampler(dataset, even_divisible=True, num_replicas=1, rank=0, shuffle=True, seed=seed + rank)
+    return DistributedSampler(dataset, even_divisible=True, shuffle=True, seed=seed)
