@@ -11,9 +11,10 @@ from scripts.network import build_unetplusplus
 
 
 def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
-    proc = run_bundle(
-        ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset), *TINY_TRAINING]
-    )
+    # Half the cases in RAM, the rest read from the disk cache every epoch.
+    disk_cache = ["--cache_rate", "0.5", "--cache_dir", str(tmp_path / "cache")]
+    args = ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)]
+    proc = run_bundle([*args, *TINY_TRAINING, *disk_cache])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     model = build_unetplusplus(encoder_name="efficientnet-b0", encoder_weights=None, decoder_channels=(32, 16, 8, 8, 4))
@@ -26,6 +27,10 @@ def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
     assert (tmp_path / "eval" / "training_history.png").stat().st_size > 1000
     datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
     assert "sub-006" not in json.dumps(datalist)  # its mask is empty
+    folders = sorted((tmp_path / "cache").iterdir())  # training and validation cache different transform chains
+    assert sorted(len(list(folder.glob("*.pt"))) for folder in folders) == sorted(
+        [len(datalist["training"]), len(datalist["validation"])]
+    )
     assert "sub-006_desc-mask_PVS.nii.gz is empty" in proc.stdout + proc.stderr
 
 

@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, write_nifti
+from conftest import CONFIGS, synthetic_case, write_nifti
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
@@ -67,3 +67,37 @@ def test_seed_overlay_restores_the_original_script_preprocessing():
     scale = next(t for t in transforms if type(t).__name__ == "ScaleIntensityRanged")
     assert np.allclose(spacing.spacing_transform.pixdim, 1.5)
     assert (scale.scaler.a_min, scale.scaler.a_max, scale.scaler.b_min, scale.scaler.b_max) == (-1000, 3000, 0, 1)
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_training_augmentation_never_changes_the_cached_volumes(tmp_path, prob):
+    """train.json's CacheDataset hands out its cached volumes without a copy (copy_cache false), so no random
+    transform may write into them: with every augmentation on (new tensors) or off (patches are views of the
+    cache until the batch is collated), train through the loader and compare the cache."""
+    image, mask = synthetic_case((48, 56, 40))
+    case = {
+        "id": "sub-001",
+        "image": str(write_nifti(tmp_path / "img.nii.gz", image)),
+        "label": str(write_nifti(tmp_path / "lbl.nii.gz", mask)),
+    }
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"datalist": {"training": [case], "validation": [], "test": []}, "patch_size": [32, 32, 32]})
+    parser.update({"num_samples": 3, "num_workers": 0, "augmentation#flip_prob": prob})
+    for name in ("affine", "elastic", "bias_field", "contrast", "noise"):
+        parser[f"augmentation#{name}#prob"] = prob
+    loader = parser.get_parsed_content("train#dataloader")
+    assert loader.dataset.copy_cache is False
+    cached = loader.dataset._cache[0]  # what CacheDataset keeps: the preprocessing up to the first random transform
+    assert cached["label"].dtype == torch.uint8  # the label is cached at a quarter of float32's size
+    before = {key: (cached[key].clone(), len(cached[key].applied_operations)) for key in ("image", "label")}
+    for _ in range(3):
+        batch = next(iter(loader))
+        assert batch["image"].shape == batch["label"].shape == (3, 1, 32, 32, 32)
+        assert batch["label"].dtype == torch.float32
+        assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0}
+        batch["image"] += 1.0  # an in-place change to a batch must not reach the cache either
+        batch["label"] *= 0.0
+    for key, (values, n_operations) in before.items():
+        assert torch.equal(cached[key], values), key
+        assert len(cached[key].applied_operations) == n_operations, key
