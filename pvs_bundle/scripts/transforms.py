@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import numpy as np
 from monai.transforms import (
     AsDiscreted,
     CropForegroundd,
@@ -84,7 +85,8 @@ def preprocessing(
         transforms.append(AsDiscreted(label_keys, threshold=LABEL_THRESHOLD))
     transforms += [
         Orientationd(keys, axcodes="RAS"),
-        Spacingd(keys, pixdim=list(pixdim), mode=modes),
+        # float32 resampling: MONAI's default float64 doubles the volume and its sampling grid in memory
+        Spacingd(keys, pixdim=list(pixdim), mode=modes, dtype=np.float32),
         intensity_transform(image_key, intensity),
         CropForegroundd(
             keys,
