@@ -13,7 +13,13 @@ import torch
 from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, run_bundle, run_dirs
 
 from scripts.datalist import create_datalist
-from scripts.distributed import TORCHRUN_VARIABLES, local_rank, training_sampler, training_shard
+from scripts.distributed import (
+    TORCHRUN_VARIABLES,
+    local_rank,
+    training_sampler,
+    training_shard,
+    validation_shard,
+)
 from scripts.network import build_unetplusplus
 
 CONFIGS = "['configs/train.json','configs/multi_gpu_train.json']"
@@ -182,3 +188,18 @@ def test_training_sampler_reshuffles_the_whole_share_every_epoch():
         orders.append(list(sampler))
     assert all(sorted(order) == list(range(len(CASES))) for order in orders)
     assert len({tuple(order) for order in orders}) == 3
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7])
+def test_validation_shards_score_every_case_once(world_size):
+    shards = [validation_shard(CASES, rank=rank, world_size=world_size) for rank in range(world_size)]
+    ids = [case["id"] for shard in shards for case in shard]
+    assert sorted(ids) == sorted(case["id"] for case in CASES)  # no case twice, none left out
+
+
+def test_fewer_validation_cases_than_processes_gives_each_rank_one_and_warns(caplog):
+    with caplog.at_level("WARNING", logger="pvs_bundle.distributed"):
+        shards = [validation_shard(CASES[:3], rank=rank, world_size=8) for rank in range(8)]
+    assert all(len(shard) == 1 for shard in shards)
+    assert {shard[0]["id"] for shard in shards} == {case["id"] for case in CASES[:3]}
+    assert "3 validation cases for 8 processes" in caplog.text

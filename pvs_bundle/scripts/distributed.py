@@ -93,6 +93,35 @@ def training_shard(
     return shard
 
 
+def validation_shard(data: Sequence[dict], rank: int | None = None, world_size: int | None = None) -> list[dict]:
+    """Return the validation cases this process caches and scores; the metrics are gathered from all ranks.
+
+    Rank r takes cases r, r + N, r + 2N, … (N processes), so every case is scored once and each rank caches only
+    its own. With fewer cases than processes each rank still needs one to run its evaluator: rank r takes case
+    r mod n, some cases count more than once in the gathered metrics, and a warning says so.
+
+    Args:
+        data: the validation split's datalist entries.
+        rank: this process's rank; defaults to the process group's (0 without one).
+        world_size: the number of processes; defaults to the process group's (1 without one).
+
+    Returns:
+        The cases this process validates on.
+    """
+    rank, world_size = _rank_and_world_size(rank, world_size)
+    if not data or len(data) >= world_size:
+        return list(data)[rank::world_size]
+    if rank == 0:
+        logger.warning(
+            "%d validation cases for %d processes: each rank validates one, so some cases count more than once in "
+            "the validation metrics. Use at least %d validation cases (--split_fractions) or fewer processes.",
+            len(data),
+            world_size,
+            world_size,
+        )
+    return [data[rank % len(data)]]
+
+
 def training_sampler(dataset: Sized, partitioned: bool = True, seed: int = 0) -> DistributedSampler:
     """Return the sampler of the training loader under DDP, reshuffled every epoch (``set_epoch``).
 
