@@ -148,6 +148,14 @@ def test_outputs_have_the_geometry_of_their_input(oriented_run, name):
     assert set(np.unique(load(outputs / f"{stem}_desc-pvs_mask.nii.gz"))) <= {0, 1}
 
 
+def test_probabilities_are_written_beside_the_mask_not_thresholded(oriented_run):
+    _, outputs, _ = oriented_run
+    prob = load(outputs / "ras_desc-pvs_probseg.nii.gz")
+    mask = load(outputs / "ras_desc-pvs_mask.nii.gz")
+    assert ((prob > 0.01) & (prob < 0.99)).any()  # probabilities, not a second copy of the mask
+    assert (prob[mask > 0] >= 0.5).all()  # the mask is the thresholded probability (inside the head)
+
+
 def test_masks_agree_whatever_the_storage_order(oriented_run):
     _, outputs, _ = oriented_run
     canonical = {

@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import CONFIGS, synthetic_case, write_nifti
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from scripts.transforms import intensity_transform, preprocessing
+from scripts.transforms import Aliasd, intensity_transform, preprocessing
 
 
 def _lps_case(tmp_path):
@@ -101,3 +102,20 @@ def test_training_augmentation_never_changes_the_cached_volumes(tmp_path, prob):
     for key, (values, n_operations) in before.items():
         assert torch.equal(cached[key], values), key
         assert len(cached[key].applied_operations) == n_operations, key
+
+
+def test_validation_keeps_the_logits_for_the_loss_without_copying_them():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    postprocessing = parser.get_parsed_content("validate#postprocessing")
+    logits = MetaTensor(torch.randn(1, 12, 10, 8, generator=torch.Generator().manual_seed(0)))
+    before = logits.clone()
+    out = postprocessing({"pred": logits, "label": torch.zeros(1, 12, 10, 8)})
+    assert out["logits"] is logits  # an alias, not a copy of the volume
+    assert torch.equal(out["logits"], before)  # Activationsd and AsDiscreted made new tensors
+    assert torch.equal(out["pred"].as_tensor(), (torch.sigmoid(before.as_tensor()) >= 0.5).float())
+
+
+def test_alias_needs_one_name_per_key():
+    with pytest.raises(ValueError, match="one name per key"):
+        Aliasd(["pred", "image"], "logits")

@@ -1,9 +1,9 @@
-"""The deterministic preprocessing shared by training, evaluation and inference (one definition)."""
+"""The deterministic preprocessing shared by training, evaluation and inference (one definition), and Aliasd."""
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,6 +20,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
 )
+from monai.utils import ensure_tuple
 
 INTENSITY_MODES: tuple[str, ...] = ("percentile", "range")
 # A label voxel is PVS when its value exceeds this (so 0/1 and 0/255 masks both binarise correctly).
@@ -98,3 +99,33 @@ def preprocessing(
         EnsureTyped(keys, track_meta=True),
     ]
     return transforms
+
+
+class Aliasd(MapTransform):
+    """Give the values under ``keys`` a second name (``names``), without copying them.
+
+    ``CopyItemsd`` deep-copies, which costs a whole volume per copy. When the transforms that follow replace the
+    value under ``keys`` by a new tensor (MONAI's ``Activationsd`` and ``AsDiscreted`` do; a test checks it), the
+    alias keeps the value as it was at no memory cost: the logits for the validation loss, the probabilities next
+    to the thresholded mask.
+
+    Args:
+        keys: the keys to alias.
+        names: the new name of each key, in the same order.
+
+    Raises:
+        ValueError: when ``names`` and ``keys`` differ in length.
+    """
+
+    def __init__(self, keys: Sequence[str] | str, names: Sequence[str] | str) -> None:
+        super().__init__(keys)
+        self.names = ensure_tuple(names)
+        if len(self.names) != len(self.keys):
+            raise ValueError(f"Aliasd needs one name per key, not keys {self.keys} and names {self.names}.")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a shallow copy of ``data`` with each key's value also under its new name."""
+        d = dict(data)
+        for key, name in zip(self.keys, self.names, strict=True):
+            d[name] = d[key]
+        return d
