@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.transforms import CopyItemsd  # noqa: E402
-from preprocessing_memory import peak_rss_mib, write_case  # noqa: E402
+from preprocessing_memory import peak_rss_mib, run_variants  # noqa: E402
 
 from scripts.transforms import Aliasd  # noqa: E402
 
@@ -87,14 +85,7 @@ def main() -> None:
     if args.variant is not None:
         print(json.dumps(measure(args)))
         return
-    with tempfile.TemporaryDirectory(prefix="pvs_postprocessing_memory_") as folder:
-        case = write_case(Path(folder), args.input_spacing, 0.8)
-        (Path(folder) / "case.json").write_text(json.dumps(case))
-        results = {}
-        for variant in VARIANTS:
-            command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--data_dir", folder]
-            proc = subprocess.run(command, check=True, capture_output=True, text=True)
-            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results, _ = run_variants(__file__, list(VARIANTS), args.input_spacing, 0.8)
     first = results[VARIANTS[0]]
     network_grid, input_grid = ("x".join(map(str, first[key])) for key in ("network_grid", "output_grid"))
     print(

@@ -92,20 +92,28 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def run_variants(
+    script: str, variants: list[str], input_spacing: float, pixdim: float
+) -> tuple[dict[str, dict], tuple[int, ...]]:
+    """Write the case once, run ``script --variant V`` for each variant in a fresh interpreter (its last line of
+    output is its JSON figures); return the figures by variant and the shape of the written image."""
+    with tempfile.TemporaryDirectory(prefix="pvs_memory_benchmark_") as folder:
+        case = write_case(Path(folder), input_spacing, pixdim)
+        (Path(folder) / "case.json").write_text(json.dumps(case))
+        results = {}
+        for variant in variants:
+            command = [sys.executable, script, *sys.argv[1:], "--variant", variant, "--data_dir", folder]
+            proc = subprocess.run(command, check=True, capture_output=True, text=True)
+            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return results, nib.load(case["image"]).shape
+
+
 def main() -> None:
     args = parse_args()
     if args.variant is not None:
         print(json.dumps(measure(args)))
         return
-    with tempfile.TemporaryDirectory(prefix="pvs_preprocessing_memory_") as folder:
-        case = write_case(Path(folder), args.input_spacing, args.pixdim)
-        (Path(folder) / "case.json").write_text(json.dumps(case))
-        results = {}
-        for variant in VARIANTS:
-            command = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--data_dir", folder]
-            proc = subprocess.run(command, check=True, capture_output=True, text=True)
-            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-        input_shape = nib.load(case["image"]).shape
+    results, input_shape = run_variants(__file__, list(VARIANTS), args.input_spacing, args.pixdim)
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs\ninput {'x'.join(map(str, input_shape))} int16 at "
         f"{args.input_spacing:g} mm -> {args.pixdim:g} mm; "
