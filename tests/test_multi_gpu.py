@@ -5,8 +5,10 @@ torchrun tees every worker's output with a ``[rank<N>]: `` prefix, so each rank'
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,11 +42,8 @@ def _by_rank(output: str, pattern: str) -> dict[int, list[str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    """Train 2 epochs with two processes once for the whole module; return (run folder, combined output)."""
-    root = tmp_path_factory.mktemp("ddp")
-    dataset = make_bids_dataset(root / "ds", subjects=SUBJECTS)
+def _torchrun(root: Path, dataset: Path, *extra: str) -> str:
+    """Train with two processes into ``root``; return their combined output (each line prefixed by its rank)."""
     command = [
         sys.executable,
         "-m",
@@ -66,12 +65,21 @@ def ddp_run(tmp_path_factory):
         *run_dirs(root, dataset),
         *TINY_TRAINING,
         *SPLIT,
+        *extra,
     ]
     env = {**bundle_env(), "OMP_NUM_THREADS": "1"}  # two processes share the CI's cores
     proc = subprocess.run(command, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
-    return root, output
+    return output
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """Train 2 epochs with two processes once for the whole module; return (run folder, combined output)."""
+    root = tmp_path_factory.mktemp("ddp")
+    dataset = make_bids_dataset(root / "ds", subjects=SUBJECTS)
+    return root, _torchrun(root, dataset)
 
 
 def test_every_rank_reports_the_same_validation_metrics(ddp_run):
@@ -127,6 +135,20 @@ def test_ranks_writing_the_datalist_at_once_leave_one_whole_split(ddp_run):
     assert all(written[rank] for rank in range(WORLD_SIZE))
     expected, _ = create_datalist(root / "ds", fractions=(0.5, 0.25, 0.25))
     assert json.loads((root / "eval" / "datalist.json").read_text()) == expected
+
+
+def test_a_finished_ddp_run_resumes_on_every_rank(ddp_run, tmp_path):
+    root, _ = ddp_run
+    for name in ("ds", "eval", "models"):  # a copy: the other tests read the first run's files
+        shutil.copytree(root / name, tmp_path / name)
+    output = _torchrun(tmp_path, tmp_path / "ds", "--max_epochs", "3")
+    resumed = _by_rank(output, r"Resuming from \S+: epoch 2 of 3 done")
+    assert all(len(resumed[rank]) == 1 for rank in range(WORLD_SIZE)), output[-3000:]
+    iterations = _by_rank(output, r"Epoch: \d/3, Iter: \d/\d")
+    assert iterations == {rank: ["Epoch: 3/3, Iter: 1/2", "Epoch: 3/3, Iter: 2/2"] for rank in range(WORLD_SIZE)}
+    assert torch.load(tmp_path / "models" / "training_state.pt", weights_only=True)["epoch"] == 3
+    history = json.loads((tmp_path / "eval" / "training_history.json").read_text())
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2, 3]
 
 
 def test_overlay_without_torchrun_says_how_to_launch(bids_dataset, tmp_path):
