@@ -98,7 +98,8 @@ def test_a_prediction_equal_to_the_label_scores_dice_1_in_the_label_native_grid(
     assert label.sum() > 20
     parser = _native_space_parser(tmp_path, label)
     preprocessed = parser.get_parsed_content("validate#preprocessing")(parser.get_parsed_content("datalist")["test"][0])
-    assert preprocessed["label"].shape[1:] != NATIVE_SHAPE  # the network sees another grid than the label's
+    assert preprocessed["image"].shape[1:] != NATIVE_SHAPE  # the network sees another grid than the label's
+    assert preprocessed["label"] == preprocessed["label_file"]  # the label is not loaded there: read once, natively
 
     parser.get_parsed_content("evaluating")
 
@@ -134,6 +135,8 @@ def test_native_label_replaces_the_preprocessed_label_and_rejects_a_plain_tensor
     assert native.meta["spacing_mm"] == pytest.approx((1.6, 0.8, 2.4))
     with pytest.raises(ValueError, match="must be a MetaTensor loaded from a file"):
         NativeLabeld("label")({"label": torch.zeros(1, 5, 6, 7)})
+    from_path = NativeLabeld("label", path_key="label_file")({"label": None, "label_file": str(path)})["label"]
+    assert torch.equal(from_path, native)
 
 
 def test_handler_rejects_a_prediction_on_another_grid(tmp_path):

@@ -1,8 +1,8 @@
 """Test-set evaluation in each label's native grid: the native label, the per-case metrics handler, file names.
 
 The evaluation postprocessing (``configs/evaluate.json``) maps each prediction back to its image's original grid
-with ``Invertd`` (through CropForeground, Spacing and Orientation), binarises it at 0.5, and replaces the
-preprocessed label by the label read from its own file (:class:`NativeLabeld`). Every metric, the evaluator's
+with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at 0.5; the label is not
+preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`). Every metric, the evaluator's
 ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the training
 ``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with :func:`scripts.case_metrics.case_metrics`
 and, when the run completes, writes the per-case tables, their summary and the test-set figure atomically.
@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
@@ -106,25 +107,32 @@ def load_native_label(path: str | os.PathLike[str]) -> MetaTensor:
 
 
 class NativeLabeld(MapTransform):
-    """Replace each preprocessed label by the label read from its original file (see :func:`load_native_label`).
+    """Put under each key the label read from its original file (see :func:`load_native_label`).
 
-    Resampling a thin-structure label and back is lossy, so the reference for scoring is re-read from disk, in
-    the grid it was drawn in, instead of being inverted.
+    Resampling a thin-structure label and back is lossy, so the reference for scoring is read from disk, in the
+    grid it was drawn in, instead of being inverted.
 
     Args:
-        keys: keys of the preprocessed labels (MetaTensors that record their source file).
+        keys: keys of the labels: MetaTensors that record their source file, or (with ``path_key``) anything.
+        path_key: key of the label's file path, when the label itself was not loaded (evaluation loads only the
+            image; the engine's output then holds no label).
         allow_missing_keys: do not fail when a key is absent.
     """
+
+    def __init__(self, keys: KeysCollection, path_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.path_key = path_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Swap every label for its native version.
 
         Raises:
-            ValueError: if a label does not record its source file.
+            ValueError: if a label does not record its source file and there is no path under ``path_key``.
         """
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = load_native_label(source_file(d[key], key))
+            path = d.get(self.path_key) if self.path_key is not None else None
+            d[key] = load_native_label(path if isinstance(path, str | os.PathLike) else source_file(d[key], key))
         return d
 
 
