@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, run_bundle, synthetic_case, write_nifti
-from monai.bundle import ConfigParser, ConfigWorkflow
-from test_inference import (
+from inference_helpers import (
     SHAPE,
     SMALL_NETWORK,
     SMALL_NETWORK_ARGS,
@@ -19,6 +18,7 @@ from test_inference import (
     ras_affine,
     save_tiny_model,
 )
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.network import build_unetplusplus
 from scripts.onnx_network import OnnxRuntimeNetwork
