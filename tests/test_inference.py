@@ -22,18 +22,16 @@ from inference_helpers import (
     ras_affine,
     save_tiny_model,
 )
-from monai.transforms import EnsureChannelFirstd, EnsureTyped
+from monai.transforms import EnsureChannelFirstd
 from scipy import ndimage
 
 from scripts.inference_inputs import (
-    SelectVolumed,
-    as_volume_index,
     check_image,
     inference_datalist,
     list_inputs,
-    with_volume_selection,
 )
 from scripts.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
+from scripts.transforms import SelectVolumed, as_volume_index, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -282,11 +280,12 @@ def test_bad_volume_index_is_refused(value):
 
 
 def test_volume_selection_follows_ensure_channel_first():
-    transforms = [EnsureChannelFirstd("image"), EnsureTyped("image")]
-    assert with_volume_selection(transforms, None) == transforms
-    selected = with_volume_selection(transforms, "1")
-    assert isinstance(selected[1], SelectVolumed) and selected[1].index == 1 and len(selected) == 3
-    item = selected[1]({"image": torch.arange(3.0)[:, None, None, None].expand(3, 2, 3, 4)})
+    intensity = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
+    assert not any(isinstance(t, SelectVolumed) for t in preprocessing([0.8] * 3, intensity, keys=["image"]))
+    selected = preprocessing([0.8] * 3, intensity, keys=["image"], volume_index="1")
+    assert isinstance(selected[1], EnsureChannelFirstd)
+    assert isinstance(selected[2], SelectVolumed) and selected[2].index == 1
+    item = selected[2]({"image": torch.arange(3.0)[:, None, None, None].expand(3, 2, 3, 4)})
     assert item["image"].shape == (1, 2, 3, 4) and float(item["image"].max()) == 1.0
 
 

@@ -24,39 +24,22 @@ and crops the padding off its output. Existing outputs are never overwritten unl
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
-from monai.transforms import EnsureChannelFirstd, MapTransform
 
 from scripts.checkpoint import as_bool
 from scripts.data_check import DATA_ERRORS, HEADER_ERRORS
 from scripts.datalist import find_images, strip_nifti_suffix
+from scripts.transforms import as_volume_index
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
 
 IMAGE_SUFFIX = "_T2w"
 MASK_SUFFIX = "_desc-pvs_mask.nii.gz"
 PROBSEG_SUFFIX = "_desc-pvs_probseg.nii.gz"
-NO_INDEX: tuple[str, ...] = ("null", "none", "")
-
-
-def as_volume_index(value: int | str | None) -> int | None:
-    """Read ``volume_index`` as the command line gives it: an int, or None/"null" for none.
-
-    Raises:
-        ValueError: for a negative number or anything else.
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() in NO_INDEX):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"volume_index must be a non-negative int or null, not {value!r}.")
-    return int(value)
 
 
 def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) -> list[tuple[Path, Path]]:
@@ -239,50 +222,3 @@ def inference_datalist(
     check_overwrite(guarded, as_bool(overwrite, "overwrite"))
     logger.info("Segmenting %d image(s) into %s.", len(items), out)
     return items
-
-
-class SelectVolumed(MapTransform):
-    """Keep one volume of multi-volume (4D) images, which ``EnsureChannelFirstd`` put on the channel axis.
-
-    Single-volume images pass unchanged.
-
-    Args:
-        keys: keys of the images.
-        index: the volume to keep.
-    """
-
-    def __init__(self, keys: Sequence[Hashable] | Hashable, index: int) -> None:
-        super().__init__(keys)
-        self.index = index
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Slice the chosen volume out of every multi-volume image."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if d[key].shape[0] > 1:
-                d[key] = d[key][self.index : self.index + 1]
-        return d
-
-
-def with_volume_selection(transforms: Sequence[MapTransform], volume_index: int | str | None) -> list[MapTransform]:
-    """Insert :class:`SelectVolumed` right after ``EnsureChannelFirstd`` when a volume index is given.
-
-    Args:
-        transforms: the preprocessing of :func:`scripts.transforms.preprocessing`.
-        volume_index: the volume to segment in 4D images, or None.
-
-    Returns:
-        The transforms, with the selection inserted where needed.
-
-    Raises:
-        ValueError: if a volume is chosen but the transforms have no ``EnsureChannelFirstd``.
-    """
-    index = as_volume_index(volume_index)
-    transforms = list(transforms)
-    if index is None:
-        return transforms
-    position = next((i for i, t in enumerate(transforms) if isinstance(t, EnsureChannelFirstd)), None)
-    if position is None:
-        raise ValueError("transforms must include EnsureChannelFirstd to select a volume, not lack it.")
-    selection = SelectVolumed(transforms[position].keys, index)
-    return [*transforms[: position + 1], selection, *transforms[position + 1 :]]

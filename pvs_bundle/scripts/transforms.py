@@ -1,4 +1,7 @@
-"""The deterministic preprocessing shared by training, evaluation and inference (one definition), and Aliasd."""
+"""The deterministic preprocessing shared by training, evaluation and inference (one definition), and Aliasd.
+
+The preprocessing keeps one volume of 4D inputs when given ``volume_index`` (:class:`SelectVolumed`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 
 INTENSITY_MODES: tuple[str, ...] = ("percentile", "range")
+NO_INDEX: tuple[str, ...] = ("null", "none", "")  # volume_index values that mean "no selection"
 # A label voxel is PVS when its value exceeds this (so 0/1 and 0/255 masks both binarise correctly).
 LABEL_THRESHOLD = 0.5
 
@@ -54,12 +58,51 @@ def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransfo
     raise ValueError(f"intensity mode must be one of {INTENSITY_MODES}, not {mode!r}.")
 
 
+def as_volume_index(value: int | str | None) -> int | None:
+    """Read ``volume_index`` as the command line gives it: an int, or None/"null" for none.
+
+    Raises:
+        ValueError: for a negative number or anything else.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in NO_INDEX):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"volume_index must be a non-negative int or null, not {value!r}.")
+    return int(value)
+
+
+class SelectVolumed(MapTransform):
+    """Keep one volume of multi-volume (4D) images, which ``EnsureChannelFirstd`` put on the channel axis.
+
+    Single-volume images pass unchanged.
+
+    Args:
+        keys: keys of the images.
+        index: the volume to keep.
+    """
+
+    def __init__(self, keys: Sequence[Hashable] | Hashable, index: int) -> None:
+        super().__init__(keys)
+        self.index = index
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Slice the chosen volume out of every multi-volume image."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if d[key].shape[0] > 1:
+                d[key] = d[key][self.index : self.index + 1]
+        return d
+
+
 def preprocessing(
     pixdim: Sequence[float],
     intensity: dict[str, Any],
     keys: Sequence[str] = ("image", "label"),
     foreground_threshold: float = 0.05,
     foreground_margin: int = 8,
+    volume_index: int | str | None = None,
 ) -> list[MapTransform]:
     """Return the deterministic preprocessing: load, channel first, binarise label, RAS, resample, normalise, crop.
 
@@ -71,6 +114,7 @@ def preprocessing(
         keys: ``("image", "label")`` for training and evaluation, ``("image",)`` for inference.
         foreground_threshold: normalised intensity above which a voxel counts as head for the crop.
         foreground_margin: voxels kept around the head.
+        volume_index: the volume to keep of multi-volume (4D) inputs (:class:`SelectVolumed`); None: no selection.
 
     Returns:
         The list of transforms (to be composed with augmentation or used alone).
@@ -82,6 +126,9 @@ def preprocessing(
         LoadImaged(keys, image_only=True),
         EnsureChannelFirstd(keys),
     ]
+    index = as_volume_index(volume_index)
+    if index is not None:
+        transforms.append(SelectVolumed(keys, index))
     if label_keys:
         transforms.append(AsDiscreted(label_keys, threshold=LABEL_THRESHOLD))
     transforms += [
