@@ -35,7 +35,7 @@ sys.path.insert(0, str(BUNDLE_ROOT))  # the configs reach scripts/ as monai.bund
 
 from monai.bundle import ConfigParser, ckpt_export, onnx_export  # noqa: E402
 
-from scripts.onnx_network import OnnxRuntimeNetwork  # noqa: E402
+from scripts.model.onnx_network import OnnxRuntimeNetwork  # noqa: E402
 
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
 BACKENDS = ("eager", "torchscript", "onnxruntime")

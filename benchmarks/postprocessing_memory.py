@@ -3,7 +3,7 @@
 ``configs/inference.json`` turns the network's output into probabilities, inverts them and the head mask (made
 from the image) to the input's grid, keeps the probabilities beside the thresholded mask and writes both. 0.1.0
 took the image for the head mask and kept the probabilities with ``CopyItemsd`` (a deep copy of a volume each);
-0.2.0 names the same tensors twice (``scripts.transforms.Aliasd``), which is safe because the transforms after
+0.2.0 names the same tensors twice (``scripts.data.transforms.Aliasd``), which is safe because the transforms after
 it make new tensors. Both variants run the config's own
 preprocessing and postprocessing, in a fresh child process each, on the same image: an int16 .nii.gz written at
 ``--input_spacing`` so that the network's grid is 208 x 300 x 320 at 0.8 mm and the inversion really resamples.
@@ -36,7 +36,7 @@ from monai.bundle import ConfigParser  # noqa: E402
 from monai.transforms import CopyItemsd  # noqa: E402
 from preprocessing_memory import peak_rss_mib, run_variants  # noqa: E402
 
-from scripts.transforms import Aliasd  # noqa: E402
+from scripts.data.transforms import Aliasd  # noqa: E402
 
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
 VARIANTS = ("CopyItemsd (0.1.0)", "Aliasd (0.2.0)")

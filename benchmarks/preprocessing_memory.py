@@ -1,6 +1,6 @@
 """Peak memory and time of the shared preprocessing on one HCP-A-sized volume: float32 resampling against float64.
 
-``scripts.transforms.preprocessing`` (load, channel first, binarise, RAS, resample to ``pixdim``, percentile
+``scripts.data.transforms.preprocessing`` (load, channel first, binarise, RAS, resample to ``pixdim``, percentile
 scaling, head crop) resamples in float32; MONAI's ``Spacingd`` defaults to float64, which makes a float64 copy
 of the volume and of its sampling grid. Both variants run the bundle's own transform list, in a fresh child
 process each, on the same image and mask (int16 .nii.gz) written so that the output grid is 208 x 300 x 320 at
@@ -32,7 +32,7 @@ sys.path.insert(0, str(BUNDLE_ROOT))
 
 from monai.transforms import Compose, Spacingd  # noqa: E402
 
-from scripts.transforms import preprocessing  # noqa: E402
+from scripts.data.transforms import preprocessing  # noqa: E402
 
 VARIANTS = {"float64 (MONAI default)": np.float64, "float32 (bundle)": np.float32}
 OUTPUT_SHAPE = (208, 300, 320)

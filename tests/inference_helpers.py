@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 
-from scripts.network import build_unetplusplus
+from scripts.model.network import build_unetplusplus
 
 SMALL_NETWORK = {"encoder_name": "efficientnet-b0", "decoder_channels": (32, 16, 8, 8, 4)}
 SMALL_NETWORK_ARGS = [

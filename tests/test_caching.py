@@ -1,4 +1,4 @@
-"""The disk cache of preprocessed cases (scripts/caching.py) on real NIfTI files and MONAI transforms."""
+"""The disk cache of preprocessed cases (scripts/data/caching.py) on real NIfTI files and MONAI transforms."""
 
 import logging
 import os
@@ -9,8 +9,8 @@ import torch
 from conftest import synthetic_case, write_nifti
 from monai.transforms import Compose, MapTransform, RandGaussianNoised
 
-from scripts.caching import DiskCacheDataset
-from scripts.transforms import preprocessing
+from scripts.data.caching import DiskCacheDataset
+from scripts.data.transforms import preprocessing
 
 SETTINGS = {"pixdim": [0.8, 0.8, 0.8]}
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from scripts.case_metrics import (
+from scripts.evaluation.case_metrics import (
     CASE_METRICS,
     abs_volume_difference_mm3,
     case_metrics,

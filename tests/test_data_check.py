@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.transforms import Orientation, Spacing
 from scipy.spatial.transform import Rotation
 
-from scripts.data_check import (
+from scripts.data.data_check import (
     check_cases,
     check_dataset,
     raise_on_errors,
@@ -22,7 +22,7 @@ from scripts.data_check import (
     run_check,
     write_report,
 )
-from scripts.datalist import find_pairs
+from scripts.data.datalist import find_pairs
 
 PATCH = (32, 32, 32)  # the fixtures are 40 x 48 x 36: no volume is smaller than this patch
 
@@ -448,7 +448,7 @@ def test_run_check_returns_the_report_when_clean(dataset, tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.data_check", *args],
+        [sys.executable, "-m", "scripts.data.data_check", *args],
         cwd=BUNDLE_ROOT,
         env=bundle_env(),
         capture_output=True,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from scripts.demo_data import (
+from scripts.data.demo_data import (
     BASAL_GANGLIA_BOX_MM,
     BRAIN_CENTRE_MM,
     CENTRUM_SEMIOVALE_BOX_MM,
@@ -301,7 +301,7 @@ def test_ensure_regenerates_for_other_parameters(tmp_path: Path) -> None:
 
 def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
     bundle_root = Path(__file__).resolve().parents[1] / "pvs_bundle"
-    command = [sys.executable, "-m", "scripts.demo_data", "--out_dir", str(tmp_path / "ds"), "--n_subjects", "1"]
+    command = [sys.executable, "-m", "scripts.data.demo_data", "--out_dir", str(tmp_path / "ds"), "--n_subjects", "1"]
     result = subprocess.run(
         [*command, "--seed", "5", "--shape", "[40,48,44]"], cwd=bundle_root, capture_output=True, text=True, check=False
     )

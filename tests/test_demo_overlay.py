@@ -10,8 +10,8 @@ from conftest import CONFIGS
 from monai.bundle import ConfigParser
 from test_data_check import damage, image_path, mask_path, truncate
 
-from scripts.data_check import check_dataset
-from scripts.demo_data import generate_dataset
+from scripts.data.data_check import check_dataset
+from scripts.data.demo_data import generate_dataset
 
 SHAPE = (64, 80, 72)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from scripts.detection import DETECTION_METRICS, detection_metrics, label_components, pairwise_iou
+from scripts.evaluation.detection import DETECTION_METRICS, detection_metrics, label_components, pairwise_iou
 
 SHAPE = (10, 20, 30)
 

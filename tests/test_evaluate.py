@@ -13,9 +13,11 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from PIL import Image
 
-from scripts.case_metrics import CASE_METRICS
-from scripts.datalist import load_or_create_datalist
-from scripts.evaluation import (
+from scripts.data.datalist import load_or_create_datalist
+from scripts.evaluation.case_metrics import CASE_METRICS
+from scripts.evaluation.frangi import PER_CASE_JSON as FRANGI_PER_CASE_JSON
+from scripts.evaluation.frangi import SUMMARY_FILE as FRANGI_SUMMARY_FILE
+from scripts.evaluation.native_space import (
     FIGURE_FILE,
     PER_CASE_CSV,
     PER_CASE_JSON,
@@ -27,8 +29,6 @@ from scripts.evaluation import (
     ras_spacing,
     to_ras,
 )
-from scripts.frangi import PER_CASE_JSON as FRANGI_PER_CASE_JSON
-from scripts.frangi import SUMMARY_FILE as FRANGI_SUMMARY_FILE
 
 EVAL_CONFIGS = "['configs/train.json','configs/evaluate.json']"
 # A non-RAS grid (axis 0 runs anterior -> posterior, axis 1 right -> left), anisotropic and non-cubic: the

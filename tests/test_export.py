@@ -20,8 +20,8 @@ from inference_helpers import (
 )
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from scripts.network import build_unetplusplus
-from scripts.onnx_network import OnnxRuntimeNetwork
+from scripts.model.network import build_unetplusplus
+from scripts.model.onnx_network import OnnxRuntimeNetwork
 
 SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 EXPORT_SHAPE = "[1,1,32,32,32]"

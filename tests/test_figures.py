@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.figures import choose_slices, overlay_rgba, save_visualization_grid, view_slice
+from scripts.reports.figures import choose_slices, overlay_rgba, save_visualization_grid, view_slice
 
 SHAPE = (10, 20, 30)
 

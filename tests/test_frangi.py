@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.case_metrics import CASE_METRICS
-from scripts.frangi import (
+from scripts.evaluation.case_metrics import CASE_METRICS
+from scripts.evaluation.frangi import (
     PER_CASE_CSV,
     PER_CASE_JSON,
     SUMMARY_FILE,

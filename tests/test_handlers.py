@@ -5,7 +5,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
-from scripts.handlers import GradientClipHandler, OverlapMetricHandler, TrainingHistoryHandler
+from scripts.training.handlers import GradientClipHandler, OverlapMetricHandler, TrainingHistoryHandler
 
 
 def _trainer(max_norm: float | None, lr: float = 0.1) -> Engine:

@@ -25,13 +25,13 @@ from inference_helpers import (
 from monai.transforms import EnsureChannelFirstd
 from scipy import ndimage
 
-from scripts.inference_inputs import (
+from scripts.data.transforms import SelectVolumed, as_volume_index, preprocessing
+from scripts.inference.inference_inputs import (
     check_image,
     inference_datalist,
     list_inputs,
 )
-from scripts.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
-from scripts.transforms import SelectVolumed, as_volume_index, preprocessing
+from scripts.inference.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from scripts.metrics import OverlapMetric, confusion_counts, overlap_metrics
+from scripts.evaluation.metrics import OverlapMetric, confusion_counts, overlap_metrics
 
 
 def _masks():

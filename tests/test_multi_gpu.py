@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, run_bundle, run_dirs
 
-from scripts.datalist import create_datalist
+from scripts.data.datalist import create_datalist
 from scripts.distributed import (
     TORCHRUN_VARIABLES,
     local_rank,
@@ -22,7 +22,7 @@ from scripts.distributed import (
     training_shard,
     validation_shard,
 )
-from scripts.network import build_unetplusplus
+from scripts.model.network import build_unetplusplus
 
 CONFIGS = "['configs/train.json','configs/multi_gpu_train.json']"
 WORLD_SIZE = 2

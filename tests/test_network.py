@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scripts.network import build_unetplusplus, check_patch_size
+from scripts.model.network import build_unetplusplus, check_patch_size
 
 SMALL = {"encoder_name": "efficientnet-b0", "decoder_channels": (32, 16, 8, 8, 4)}
 
@@ -63,7 +63,7 @@ def test_group_norm_replaces_every_batchnorm_and_keeps_affine_weights():
     weights = [m.weight.clone() for m in batch.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     group = build_unetplusplus(encoder_weights=None, norm="group", **SMALL)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in group.modules())
-    from scripts.network import batchnorm_to_groupnorm
+    from scripts.model.network import batchnorm_to_groupnorm
 
     converted = [m for m in batchnorm_to_groupnorm(batch).modules() if isinstance(m, torch.nn.GroupNorm)]
     assert len(converted) == len(weights)

@@ -7,7 +7,7 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, TINY_TRAINING, run_bundle, run_dirs
 from monai.bundle import ConfigWorkflow
 
-from scripts.network import build_unetplusplus
+from scripts.model.network import build_unetplusplus
 
 
 def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):

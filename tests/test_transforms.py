@@ -7,7 +7,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from scripts.transforms import Aliasd, intensity_transform, preprocessing
+from scripts.data.transforms import Aliasd, intensity_transform, preprocessing
 
 
 def _lps_case(tmp_path):

@@ -1,5 +1,5 @@
 """Python helpers of the pvs_bundle MONAI Bundle: what the JSON configs cannot say.
 
-The configs reach them by dotted path (``"_target_": "scripts.datalist.load_or_create_datalist"``), which is
+The configs reach them by dotted path (``"_target_": "scripts.data.datalist.load_or_create_datalist"``), which is
 resolved when the workflow runs, after MONAI has put the bundle root on ``sys.path``.
 """

@@ -2,14 +2,14 @@
 
 Per case (masks binarised at 0.5, scored in the label's own grid with its voxel spacing in mm):
 
-- ``dice``, ``iou``, ``precision``, ``recall``: voxel overlap, from :mod:`scripts.metrics` (empty-mask
+- ``dice``, ``iou``, ``precision``, ``recall``: voxel overlap, from :mod:`scripts.evaluation.metrics` (empty-mask
   conventions documented there).
 - ``abs_volume_diff_mm3``: |V_pred - V_ref| in mm³.
 - ``hd95_mm``: 95th-percentile symmetric Hausdorff distance in mm between the mask surfaces, as MONAI's
   ``compute_hausdorff_distance(..., percentile=95)`` defines it: the larger of the two directed 95th
   percentiles. Both masks empty: 0.0. Exactly one empty: NaN (undefined).
 - ``det_precision``, ``det_recall``, ``det_f1``, ``pred_count``, ``ref_count``, ``count_abs_diff``:
-  component-level detection, from :mod:`scripts.detection` (conventions documented there).
+  component-level detection, from :mod:`scripts.evaluation.detection` (conventions documented there).
 
 Summaries ignore NaN values and report how many there were. Files are written atomically with
 :func:`scripts.io.atomic_write` (temporary file in the target directory, then ``os.replace``). JSON is
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-from scripts.detection import DETECTION_METRICS, detection_metrics
+from scripts.evaluation.detection import DETECTION_METRICS, detection_metrics
+from scripts.evaluation.metrics import OVERLAP_METRICS, overlap_metrics
 from scripts.io import atomic_write
-from scripts.metrics import OVERLAP_METRICS, overlap_metrics
 
 SUBJECT_KEY = "subject"
 CASE_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, "abs_volume_diff_mm3", "hd95_mm", *DETECTION_METRICS)

@@ -32,7 +32,7 @@ from scripts.io import atomic_write, atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.caching")
 
-# Bump when scripts.transforms.preprocessing or the cached training transforms change what they produce.
+# Bump when scripts.data.transforms.preprocessing or the cached training transforms change what they produce.
 CACHE_FORMAT = 1
 
 

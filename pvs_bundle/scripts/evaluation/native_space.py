@@ -4,8 +4,9 @@ The evaluation postprocessing (``configs/evaluate.json``) maps each prediction b
 with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at 0.5; the label is not
 preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`). Every metric, the evaluator's
 ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the training
-``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with :func:`scripts.case_metrics.case_metrics`
-and, when the run completes, writes the per-case tables, their summary and the test-set figure atomically.
+``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
+:func:`scripts.evaluation.case_metrics.case_metrics` and, when the run completes, writes the per-case tables, their
+summary and the test-set figure atomically.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-from scripts.case_metrics import SUBJECT_KEY, case_metrics, summarize, write_case_table, write_summary
-from scripts.datalist import case_id, parse_entities, strip_nifti_suffix
-from scripts.figures import save_visualization_grid
+from scripts.data.datalist import case_id, parse_entities, strip_nifti_suffix
+from scripts.evaluation.case_metrics import SUBJECT_KEY, case_metrics, summarize, write_case_table, write_summary
+from scripts.reports.figures import save_visualization_grid
 
 logger = logging.getLogger("pvs_bundle.evaluation")
 
@@ -212,7 +213,7 @@ class NativeSpaceMetricsHandler:
 
     Attach to the evaluator, whose postprocessing must leave, per item, the binary prediction inverted to the
     native grid under ``pred_key`` and the native label from :class:`NativeLabeld` under ``label_key``. Each
-    iteration adds one row per case (case id + every metric of :data:`scripts.case_metrics.CASE_METRICS`) and
+    iteration adds one row per case (case id + every metric of :data:`scripts.evaluation.case_metrics.CASE_METRICS`) and
     keeps the RAS-ordered image, label and prediction of the first ``max_figure_cases`` cases. When the run
     completes, it writes into ``output_dir``: ``test_per_case_metrics.csv`` and ``.json``,
     ``comprehensive_test_metrics.json`` (``summary_extra``, the number of cases, the detection settings, the

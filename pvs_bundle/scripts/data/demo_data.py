@@ -16,7 +16,7 @@ Layout written (names exactly as in ds005595)::
 
 Command line (from ``pvs_bundle/``)::
 
-    python -m scripts.demo_data --out_dir D --n_subjects 16 --seed 0 [--shape "[96,128,112]"]
+    python -m scripts.data.demo_data --out_dir D --n_subjects 16 --seed 0 [--shape "[96,128,112]"]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ on T2-weighted magnetic resonance imaging from Human Connectome Project-Aging", 
 doi:10.18112/openneuro.ds005595.v1.0.0), whose authors did not make or check it.
 Images are T2-like volumes drawn from the MNI ICBM152 2009 templates shipped with nilearn, with
 synthetic perivascular spaces and their masks; participants are synthetic too.
-Regenerate with: cd pvs_bundle && python -m scripts.demo_data --out_dir DIR
+Regenerate with: cd pvs_bundle && python -m scripts.data.demo_data --out_dir DIR
 
 MNI ICBM152 2009 templates (Fonov et al., NeuroImage 2011): Copyright (C) 1993-2009 Louis Collins,
 McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University."""
@@ -406,7 +406,7 @@ def _params(n_subjects: int, shape: Sequence[int], seed: int) -> dict:
     _check_n_subjects(n_subjects)
     _check_seed(seed)
     return {
-        "generator": "pvs_bundle scripts.demo_data",
+        "generator": "pvs_bundle scripts.data.demo_data",
         "generator_version": GENERATOR_VERSION,
         "n_subjects": int(n_subjects),
         "shape": list(_checked_shape(shape)),
@@ -689,7 +689,7 @@ def _dataset_description() -> dict:
         "Name": DEMO_NAME,
         "BIDSVersion": "1.2.1",
         "License": "CC0",
-        "Authors": ["pvs_bundle synthetic data generator (scripts/demo_data.py)"],
+        "Authors": ["pvs_bundle synthetic data generator (scripts/data/demo_data.py)"],
         "HowToAcknowledge": (
             "Synthetic data, no acknowledgement needed. It mirrors the layout of OpenNeuro ds005595 "
             "(doi:10.18112/openneuro.ds005595.v1.0.0, Chai et al.), whose authors did not make it; "

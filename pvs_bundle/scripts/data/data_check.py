@@ -14,7 +14,7 @@ a file a datalist case names, which the workflows would try to load).
 
 Command line (from ``pvs_bundle/``); exit status 1 when there are errors, 2 on bad arguments, 0 otherwise::
 
-    python -m scripts.data_check --dataset_dir D [--report R] [--label_dir derivatives/mask]
+    python -m scripts.data.data_check --dataset_dir D [--report R] [--label_dir derivatives/mask]
         [--patch_size "[96,96,96]"] [--pixdim "[0.8,0.8,0.8]"] [--non_binary refuse] [--affine_atol 1e-3]
 """
 
@@ -35,7 +35,7 @@ from typing import BinaryIO
 import nibabel as nib
 import numpy as np
 
-from scripts.datalist import NIFTI_SUFFIXES, case_id, pair_key, parse_entities, strip_nifti_suffix
+from scripts.data.datalist import NIFTI_SUFFIXES, case_id, pair_key, parse_entities, strip_nifti_suffix
 from scripts.io import atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.data_check")
@@ -47,7 +47,7 @@ NON_BINARY_POLICIES: tuple[str, ...] = ("binarize", "refuse")
 IMAGE_SUFFIX = "T2w"
 LABEL_SUFFIX = "PVS"
 SIDECAR_EXTENSIONS: tuple[str, ...] = (".json",)
-LABEL_THRESHOLD = 0.5  # AsDiscreted(threshold=0.5) in scripts.transforms.preprocessing
+LABEL_THRESHOLD = 0.5  # AsDiscreted(threshold=0.5) in scripts.data.transforms.preprocessing
 HEADER_ERRORS = (
     nib.filebasedimages.ImageFileError,
     nib.spatialimages.HeaderDataError,
@@ -226,7 +226,7 @@ class _Values:
 
     @property
     def is_empty(self) -> bool:
-        """True when no voxel is positive, as ``scripts.datalist.mask_is_empty`` decides."""
+        """True when no voxel is positive, as ``scripts.data.datalist.mask_is_empty`` decides."""
         return self.n_foreground == 0 and not any(v > 0 for v in self.dropped)
 
 

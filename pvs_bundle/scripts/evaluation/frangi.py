@@ -15,7 +15,7 @@ PVS are CSF-bright tubes on T2w, 0.5–3 mm wide. :func:`frangi_vesselness` runs
 
 The threshold on vesselness is chosen on training cases to maximise their mean Dice
 (:func:`choose_threshold`); :func:`run_frangi_baseline` then scores the test cases with every metric of
-:mod:`scripts.case_metrics`, in each label's native grid.
+:mod:`scripts.evaluation.case_metrics`, in each label's native grid.
 """
 
 from __future__ import annotations
@@ -32,8 +32,15 @@ import torch
 from scipy import ndimage
 from skimage.filters import frangi, threshold_otsu
 
-from scripts.case_metrics import SUBJECT_KEY, case_metrics, check_spacing, summarize, write_case_table, write_summary
-from scripts.metrics import overlap_from_counts
+from scripts.evaluation.case_metrics import (
+    SUBJECT_KEY,
+    case_metrics,
+    check_spacing,
+    summarize,
+    write_case_table,
+    write_summary,
+)
+from scripts.evaluation.metrics import overlap_from_counts
 
 DEFAULT_SIGMAS_MM: tuple[float, ...] = (0.5, 1.0, 1.5)
 MIN_SIGMA_VOXELS = 0.5
@@ -176,7 +183,7 @@ def dice_per_threshold(vesselness: np.ndarray, label: np.ndarray, candidates: np
         candidates: 1D array of thresholds.
 
     Returns:
-        One Dice per candidate (float64), with the empty-mask conventions of :mod:`scripts.metrics`.
+        One Dice per candidate (float64), with the empty-mask conventions of :mod:`scripts.evaluation.metrics`.
 
     Raises:
         ValueError: if the shapes differ.
@@ -278,7 +285,7 @@ def run_frangi_baseline(
         min_size: minimum component size in voxels of the detection metrics.
 
     Returns:
-        The summary of the test metrics, as :func:`scripts.case_metrics.summarize` returns it.
+        The summary of the test metrics, as :func:`scripts.evaluation.case_metrics.summarize` returns it.
 
     Raises:
         ValueError: if there are no training or test items, ``max_train_cases`` is below 1, or a case is

@@ -14,9 +14,9 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import IgniteMetricHandler, from_engine
 
+from scripts.evaluation.metrics import OverlapMetric
 from scripts.io import atomic_write_json
-from scripts.metrics import OverlapMetric
-from scripts.plots import plot_history
+from scripts.reports.plots import plot_history
 
 logger = logging.getLogger("pvs_bundle.handlers")
 

@@ -3,7 +3,7 @@
 All figures are computed in the input's own grid (the grid the mask is written in), with its voxel volume:
 
 - ``pvs_count``: connected components of the mask with full 3D connectivity (26 neighbours), as VALDO counts
-  PVS (:func:`scripts.detection.label_components`); no minimum size.
+  PVS (:func:`scripts.evaluation.detection.label_components`); no minimum size.
 - ``pvs_volume_mm3``: mask voxels x voxel volume.
 - ``largest_pvs_mm3``: volume of the largest component (0 when there is none).
 - ``head_volume_mm3``: volume of the head mask: the voxels whose normalised intensity (the preprocessed image,
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from scripts.detection import label_components
+from scripts.evaluation.detection import label_components
 
 BURDEN_COLUMNS: tuple[str, ...] = (
     "pvs_count",

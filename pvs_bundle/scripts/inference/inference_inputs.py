@@ -2,7 +2,7 @@
 
 Three ways to give inputs (``input_files``, when not empty, takes precedence over ``dataset_dir``):
 
-- a BIDS dataset: the T2w images ``sub-*/[ses-*/]anat/*_T2w.nii[.gz]`` (:func:`scripts.datalist.find_images`);
+- a BIDS dataset: the T2w images ``sub-*/[ses-*/]anat/*_T2w.nii[.gz]`` (:func:`scripts.data.datalist.find_images`);
   outputs mirror ``sub-*/[ses-*/]anat/`` under ``output_dir``;
 - a folder of NIfTI files (``*.nii``, ``*.nii.gz`` directly in it; other files are ignored with a warning);
 - an explicit list of NIfTI files.
@@ -30,10 +30,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts.checkpoint import as_bool
-from scripts.data_check import DATA_ERRORS, HEADER_ERRORS
-from scripts.datalist import find_images, strip_nifti_suffix
-from scripts.transforms import as_volume_index
+from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
+from scripts.data.datalist import find_images, strip_nifti_suffix
+from scripts.data.transforms import as_volume_index
+from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
 

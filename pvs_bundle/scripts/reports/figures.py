@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from scripts.case_metrics import SUBJECT_KEY, check_spacing
+from scripts.evaluation.case_metrics import SUBJECT_KEY, check_spacing
 from scripts.io import atomic_write
 
 VIEW_AXES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}

@@ -47,7 +47,8 @@ class OnnxRuntimeNetwork(nn.Module):
         if not self.model_file.is_file():
             raise FileNotFoundError(
                 f"ONNX model {self.model_file} does not exist: export it with `python -m monai.bundle onnx_export "
-                "network_def --filepath models/model.onnx ...` (see scripts/onnx_network.py), or pass --onnx_file."
+                "network_def --filepath models/model.onnx ...` (see scripts/model/onnx_network.py), "
+                "or pass --onnx_file."
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads

@@ -20,10 +20,10 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-from scripts.case_metrics import SUBJECT_KEY, write_case_table
-from scripts.checkpoint import as_bool
+from scripts.evaluation.case_metrics import SUBJECT_KEY, write_case_table
+from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
-from scripts.pvs_burden import pvs_burden, voxel_volume_mm3
+from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
 
@@ -61,8 +61,8 @@ class PredictionWriter:
     Attach to the inference evaluator. Per item, the postprocessing must leave the binary mask under ``pred``,
     the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
     datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
-    (see :func:`scripts.inference_inputs.inference_datalist`). When the run completes, one row per case
-    (the case name, then :data:`scripts.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
+    (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
+    (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
 
     Args:
         table_csv: path of the CSV table.

@@ -22,8 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from scripts.data.transforms import LABEL_THRESHOLD
 from scripts.io import atomic_write_json
-from scripts.transforms import LABEL_THRESHOLD
 
 logger = logging.getLogger("pvs_bundle.datalist")
 

@@ -1,0 +1,1 @@
+"""Inference stage: input discovery and checks, mask writing, the per-scan PVS burden table."""

@@ -1,0 +1,1 @@
+"""Model stage: the UNet++ factory and its exported (ONNX) form."""

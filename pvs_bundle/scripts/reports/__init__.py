@@ -1,0 +1,1 @@
+"""Reports: figures and plots written beside the results."""

@@ -1,0 +1,1 @@
+"""Training stage: checkpoints and resume, training handlers, experiment tracking."""
