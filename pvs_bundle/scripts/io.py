@@ -1,7 +1,8 @@
-"""Atomic file writes: a result is either absent or whole, never half written."""
+"""Atomic file writes (a result is either absent or whole, never half written) and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -39,3 +40,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as pretty-printed JSON (indent 4), atomically."""
     return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=4) + "\n"))
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's content, as 64 hex digits, read in chunks.
+
+    Args:
+        path: the file to hash.
+        chunk_size: bytes read at a time.
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
