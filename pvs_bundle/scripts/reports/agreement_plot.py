@@ -3,7 +3,8 @@
 A 2 x 2 grid: one row per quantity (PVS count, PVS volume in mm³); on the left the predicted value against the
 reference value of every case with the identity line (points on it agree exactly), on the right the Bland–Altman
 plot (difference pred - ref against the mean of the two) with the mean difference and the 95 % limits of
-agreement. The statistics of :func:`scripts.evaluation.agreement.agreement` are printed in the panels. Drawn with
+agreement. The statistics of :func:`scripts.evaluation.agreement.agreement` are printed in the panel titles (and
+a note at the bottom when there are too few cases for them). Drawn with
 matplotlib's object API and rendered by Agg, saved as PNG atomically.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from scripts.evaluation.agreement import COHORT_QUANTITIES, agreement
+from scripts.evaluation.agreement import COHORT_QUANTITIES, MIN_CASES, agreement
 from scripts.io import atomic_write
 
 AXIS_LABELS: dict[str, str] = {"count": "PVS count", "volume_mm3": "PVS volume (mm³)"}
@@ -35,13 +36,13 @@ def _scatter(ax: Axes, pred: np.ndarray, ref: np.ndarray, stats: Mapping[str, An
     pad = 0.05 * (high - low) or 1.0
     ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", linestyle="--", linewidth=1, label="y = x")
     ax.set(xlim=(low - pad, high + pad), ylim=(low - pad, high + pad), xlabel=f"reference {label}")
-    ax.set(ylabel=f"predicted {label}", title=f"{label}: predicted vs reference")
+    ax.set_ylabel(f"predicted {label}")
     ax.set_aspect("equal", adjustable="box")
-    text = (
-        f"n = {stats['n']}\nICC(A,1) = {_format(stats['icc_a1'])}\nLin CCC = {_format(stats['ccc'])}\n"
-        f"Pearson r = {_format(stats['pearson_r'])}\nSpearman ρ = {_format(stats['spearman_r'])}"
+    ax.set_title(
+        f"{label}: predicted vs reference\nICC(A,1) {_format(stats['icc_a1'])} · Lin CCC {_format(stats['ccc'])} · "
+        f"Pearson r {_format(stats['pearson_r'])} · Spearman ρ {_format(stats['spearman_r'])}",
+        fontsize=9,
     )
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=7, bbox={"fc": "white", "alpha": 0.8})
     ax.legend(loc="lower right", fontsize=7)
 
 
@@ -53,11 +54,8 @@ def _bland_altman(ax: Axes, pred: np.ndarray, ref: np.ndarray, stats: Mapping[st
         if math.isfinite(stats[key]):
             ax.axhline(stats[key], color="tab:red", linestyle=style, linewidth=1, label=f"{name}: {stats[key]:.3g}")
     ax.set(xlabel=f"mean of predicted and reference {label}", ylabel=f"predicted - reference {label}")
-    ax.set_title(f"{label}: Bland–Altman")
-    if "note" in stats:
-        box = {"fc": "white", "alpha": 0.8}
-        ax.text(0.03, 0.97, stats["note"], transform=ax.transAxes, va="top", fontsize=7, wrap=True, bbox=box)
-    else:
+    ax.set_title(f"{label}: Bland–Altman\nmean difference and 95 % limits of agreement", fontsize=9)
+    if "note" not in stats:
         ax.legend(loc="best", fontsize=7)
 
 
@@ -88,5 +86,7 @@ def save_agreement_figure(
         stats = agreement(pred, ref)
         _scatter(row_axes[0], pred, ref, stats, AXIS_LABELS[quantity])
         _bland_altman(row_axes[1], pred, ref, stats, AXIS_LABELS[quantity])
+    if len(rows) < MIN_CASES:
+        figure.supxlabel(f"n = {len(rows)}: {stats['note']}", fontsize=9)
     figure.suptitle(f"{title} ({len(rows)} cases)".strip(), fontsize=11)
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi))
