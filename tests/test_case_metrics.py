@@ -7,10 +7,10 @@ import pytest
 
 from scripts.evaluation.case_metrics import (
     CASE_METRICS,
-    abs_volume_difference_mm3,
     case_metrics,
     hausdorff95_mm,
     summarize,
+    volume_metrics,
     write_case_table,
     write_summary,
 )
@@ -39,14 +39,25 @@ def test_perfect_prediction():
     mask = voxels((1, 2, 3), (5, 10, 20))
     result = case_metrics(mask, mask, SPACING)
     assert result["dice"] == result["det_f1"] == 1.0
-    assert result["hd95_mm"] == result["abs_volume_diff_mm3"] == 0.0
+    assert result["hd95_mm"] == result["abs_volume_diff_mm3"] == result["volume_diff_mm3"] == 0.0
 
 
-def test_abs_volume_difference_uses_anisotropic_voxel_volume():
+def test_volumes_use_the_anisotropic_voxel_volume_and_keep_the_sign():
+    # pred 10 voxels, ref 4 voxels, 0.5 x 2 x 3 = 3 mm³ each: 30 and 12 mm³, difference +18, absolute 18.
+    pred = np.zeros(SHAPE, dtype=bool)
+    pred[0:2, 0:5, 0] = True
+    ref = voxels((5, 5, 5), (5, 5, 6), (5, 5, 7), (5, 5, 8)).astype(bool)
+    volumes = volume_metrics(pred, ref, SPACING)
+    assert volumes == pytest.approx(
+        {"pred_volume_mm3": 30.0, "ref_volume_mm3": 12.0, "volume_diff_mm3": 18.0, "abs_volume_diff_mm3": 18.0}
+    )
+    assert volume_metrics(ref, pred, SPACING)["volume_diff_mm3"] == pytest.approx(-18.0)
+
+
+def test_case_metrics_binarise_prediction_at_0_5_inclusive():
     pred = np.zeros(SHAPE)
-    pred[0:2, 0:5, 0] = 1
-    ref = voxels((5, 5, 5), (5, 5, 6), (5, 5, 7), (5, 5, 8))
-    assert abs_volume_difference_mm3(pred, ref, SPACING) == pytest.approx(6 * 0.5 * 2.0 * 3.0)
+    pred[1, 2, 3], pred[5, 10, 20] = 0.5, 0.4999
+    assert case_metrics(pred, voxels((1, 2, 3)), SPACING)["dice"] == 1.0
 
 
 @pytest.mark.parametrize(("shifted", "expected_mm"), [((8, 5, 5), 3.0), ((2, 8, 5), 6.0), ((2, 5, 8), 9.0)])
@@ -98,6 +109,15 @@ def test_summarize_empty_raises():
         summarize([])
 
 
+def test_write_case_table_rounds_and_keeps_counts_integer(tmp_path):
+    rows = [{"subject": "sub-001", "pred_count": 82, "dice": 0.123456, "pred_volume_mm3": 12.3456, "hd95_mm": 1.23456}]
+    write_case_table(rows, tmp_path / "cases.csv", tmp_path / "cases.json")
+    assert (tmp_path / "cases.csv").read_text().splitlines()[1] == "sub-001,82,0.1235,12.3,1.23"
+    written = json.loads((tmp_path / "cases.json").read_text())[0]
+    assert written == {"subject": "sub-001", "pred_count": 82, "dice": 0.1235, "pred_volume_mm3": 12.3, "hd95_mm": 1.23}
+    assert type(written["pred_count"]) is int
+
+
 def test_write_case_table_columns_and_nan(tmp_path):
     rows = [{"dice": 0.5, "subject": "sub-001", "hd95_mm": math.nan}]
     write_case_table(rows, tmp_path / "cases.csv", tmp_path / "cases.json")
@@ -124,6 +144,16 @@ def test_write_summary_extra_first_indent_four(tmp_path):
 def test_write_summary_rejects_metrics_in_extra(tmp_path):
     with pytest.raises(ValueError, match="metrics"):
         write_summary({}, tmp_path / "summary.json", extra={"metrics": 1})
+
+
+def test_write_summary_puts_rounded_agreement_last(tmp_path):
+    agreement = {"icc_form": "ICC(A,1)", "volume_mm3": {"n": 4, "icc_a1": 0.876543, "mean_diff": -12.345}}
+    path = tmp_path / "summary.json"
+    write_summary(summarize(rows_with_hd([1.0, 2.0])), path, extra={"method": "x"}, agreement=agreement)
+    written = json.loads(path.read_text())
+    assert list(written) == ["method", "metrics", "agreement"]
+    assert written["agreement"]["volume_mm3"] == {"n": 4, "icc_a1": 0.8765, "mean_diff": -12.3}
+    assert written["metrics"]["hd95_mm"] == {"mean": 1.5, "std": 0.5, "median": 1.5, "n": 2, "n_nan": 0}
 
 
 def test_hd95_ignores_the_farthest_five_percent():

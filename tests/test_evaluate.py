@@ -15,9 +15,11 @@ from PIL import Image
 
 from scripts.data.datalist import load_or_create_datalist
 from scripts.evaluation.case_metrics import CASE_METRICS
+from scripts.evaluation.frangi import AGREEMENT_FIGURE_FILE as FRANGI_AGREEMENT_FIGURE_FILE
 from scripts.evaluation.frangi import PER_CASE_JSON as FRANGI_PER_CASE_JSON
 from scripts.evaluation.frangi import SUMMARY_FILE as FRANGI_SUMMARY_FILE
 from scripts.evaluation.native_space import (
+    AGREEMENT_FIGURE_FILE,
     FIGURE_FILE,
     PER_CASE_CSV,
     PER_CASE_JSON,
@@ -29,6 +31,7 @@ from scripts.evaluation.native_space import (
     ras_spacing,
     to_ras,
 )
+from scripts.io import sha256_file
 
 EVAL_CONFIGS = "['configs/train.json','configs/evaluate.json']"
 # A non-RAS grid (axis 0 runs anterior -> posterior, axis 1 right -> left), anisotropic and non-cubic: the
@@ -108,7 +111,7 @@ def test_a_prediction_equal_to_the_label_scores_dice_1_in_the_label_native_grid(
     assert row["dice"] == row["iou"] == row["det_f1"] == 1.0
     assert row["hd95_mm"] == row["abs_volume_diff_mm3"] == row["count_abs_diff"] == 0.0
     summary = json.loads((tmp_path / "eval" / SUMMARY_FILE).read_text())
-    assert summary["evaluator_metrics"]["val_dice"] == 1.0  # the key metric is scored in the native grid too
+    assert summary["evaluator_metrics"]["test_dice"] == 1.0  # the key metric is scored in the native grid too
     saved = nib.load(tmp_path / "eval" / "predictions" / "sub-007_desc-pvs_mask.nii.gz")
     np.testing.assert_allclose(saved.affine, NATIVE_AFFINE, atol=1e-5)
     np.testing.assert_array_equal(np.asanyarray(saved.dataobj), label)
@@ -198,10 +201,18 @@ def test_evaluating_writes_metrics_tables_figure_and_predictions_of_the_test_spl
     for stats in summary["metrics"].values():
         assert {"mean", "std", "median"} <= set(stats)
     assert summary["n_cases"] == len(test_ids)
-    assert summary["model_file"] == str(trained / "models" / "model.pt")
+    model_file = (trained / "models" / "model.pt").resolve()
+    assert summary["model_file"] == str(model_file) and summary["model_sha256"] == sha256_file(model_file)
     assert summary["pixdim"] == [0.8, 0.8, 0.8] and summary["sw_overlap"] == 0.5
     assert summary["training_history_file"] == str(output_dir / "training_history.json")
-    assert summary["evaluator_metrics"]["val_dice"] == pytest.approx(summary["metrics"]["dice"]["mean"])
+    assert summary["evaluator_metrics"]["test_dice"] == pytest.approx(summary["metrics"]["dice"]["mean"], abs=1e-4)
+    assert not any(name.startswith("val_") for name in summary["evaluator_metrics"])
+    assert summary["agreement"]["count"]["n"] == len(test_ids) and "ICC(A,1)" in summary["agreement"]["icc_form"]
+    for row in rows:
+        assert isinstance(row["pred_count"], int) and isinstance(row["det_tp"], int)
+        assert row["volume_diff_mm3"] == pytest.approx(row["pred_volume_mm3"] - row["ref_volume_mm3"], abs=0.2)
+    with Image.open(output_dir / AGREEMENT_FIGURE_FILE) as figure:
+        assert figure.format == "PNG" and tuple(round(d) for d in figure.info["dpi"]) == (300, 300)
     with Image.open(output_dir / FIGURE_FILE) as figure:
         assert figure.format == "JPEG"
         assert tuple(round(d) for d in figure.info["dpi"]) == (300, 300)
@@ -234,6 +245,8 @@ def test_baseline_chooses_its_threshold_on_training_and_scores_the_test_split(bi
     assert set(summary["metrics"]) == set(CASE_METRICS)
     rows = json.loads((output_dir / FRANGI_PER_CASE_JSON).read_text())
     assert [row["subject"] for row in rows] == [case["subject"] for case in datalist["test"]]
+    assert set(summary["agreement"]) == {"icc_form", "count", "volume_mm3"}
+    assert (output_dir / FRANGI_AGREEMENT_FIGURE_FILE).is_file()
 
 
 def test_missing_datalist_is_a_clear_error_and_no_new_split_is_built(tmp_path):

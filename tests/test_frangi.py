@@ -7,6 +7,7 @@ import pytest
 
 from scripts.evaluation.case_metrics import CASE_METRICS
 from scripts.evaluation.frangi import (
+    AGREEMENT_FIGURE_FILE,
     PER_CASE_CSV,
     PER_CASE_JSON,
     SUMMARY_FILE,
@@ -99,3 +100,7 @@ def test_baseline_end_to_end_writes_its_files(tmp_path):
     assert [row["subject"] for row in table] == ["sub-003"]
     assert list(table[0]) == ["subject", *CASE_METRICS]
     assert json.loads((tmp_path / "eval" / PER_CASE_JSON).read_text())[0]["subject"] == "sub-003"
+    # one test case: agreement statistics are NaN (null) with a note, and the figure is still drawn
+    assert written["agreement"]["count"]["n"] == 1 and written["agreement"]["count"]["icc_a1"] is None
+    assert "at least 3 cases" in written["agreement"]["volume_mm3"]["note"]
+    assert (tmp_path / "eval" / AGREEMENT_FIGURE_FILE).is_file()

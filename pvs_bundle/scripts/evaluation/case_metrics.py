@@ -1,19 +1,25 @@
 """Every per-case evaluation metric in one call, their summary over cases, and atomic table writers.
 
-Per case (masks binarised at 0.5, scored in the label's own grid with its voxel spacing in mm):
+Per case (prediction >= 0.5, reference non-zero after rounding to one decimal, as :mod:`scripts.evaluation.masks`
+states; scored in the label's own grid with its voxel spacing in mm):
 
 - ``dice``, ``iou``, ``precision``, ``recall``: voxel overlap, from :mod:`scripts.evaluation.metrics` (empty-mask
   conventions documented there).
-- ``abs_volume_diff_mm3``: |V_pred - V_ref| in mm³.
+- ``pred_volume_mm3``, ``ref_volume_mm3``: foreground voxels x voxel volume; ``volume_diff_mm3`` = V_pred - V_ref
+  (signed: positive when the prediction is larger) and ``abs_volume_diff_mm3`` = |V_pred - V_ref|.
 - ``hd95_mm``: 95th-percentile symmetric Hausdorff distance in mm between the mask surfaces, as MONAI's
   ``compute_hausdorff_distance(..., percentile=95)`` defines it: the larger of the two directed 95th
   percentiles. Both masks empty: 0.0. Exactly one empty: NaN (undefined).
-- ``det_precision``, ``det_recall``, ``det_f1``, ``pred_count``, ``ref_count``, ``count_abs_diff``:
-  component-level detection, from :mod:`scripts.evaluation.detection` (conventions documented there).
+- ``det_tp``, ``det_fp``, ``det_fn``, ``det_precision``, ``det_recall``, ``det_f1``, ``det_matched_dice``,
+  ``pred_count``, ``ref_count``, ``count_abs_diff``: PVS detection by VALDO's rules, from
+  :mod:`scripts.evaluation.detection` (conventions documented there).
 
-Summaries ignore NaN values and report how many there were. Files are written atomically with
-:func:`scripts.io.atomic_write` (temporary file in the target directory, then ``os.replace``). JSON is
-pretty-printed with an indent of 4; NaN is written as ``null`` in JSON and as ``nan`` in CSV.
+Summaries ignore NaN values and report how many there were; the cohort agreement of counts and volumes comes
+from :mod:`scripts.evaluation.agreement`. Files are written atomically with :func:`scripts.io.atomic_write`
+(temporary file in the target directory, then ``os.replace``). JSON is pretty-printed with an indent of 4; NaN
+is written as ``null`` in JSON and as ``nan`` in CSV. Written values are rounded (:func:`rounded`): counts stay
+integers, volumes (``*_mm3``) to 0.1 mm³, distances (``*_mm``) to 0.01 mm, everything else (ratios, scores,
+correlations, mean counts) to 4 decimals; the values returned in Python are not rounded.
 """
 
 from __future__ import annotations
@@ -23,20 +29,29 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-from scripts.evaluation.detection import DETECTION_METRICS, detection_metrics
+from scripts.evaluation.agreement import cohort_agreement
+from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD, DETECTION_METRICS, detection_metrics
+from scripts.evaluation.masks import prediction_mask, reference_mask
 from scripts.evaluation.metrics import OVERLAP_METRICS, overlap_metrics
 from scripts.io import atomic_write
+from scripts.reports.agreement_plot import save_agreement_figure
 
 SUBJECT_KEY = "subject"
-CASE_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, "abs_volume_diff_mm3", "hd95_mm", *DETECTION_METRICS)
+VOLUME_METRICS: tuple[str, ...] = ("pred_volume_mm3", "ref_volume_mm3", "volume_diff_mm3", "abs_volume_diff_mm3")
+CASE_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, *VOLUME_METRICS, "hd95_mm", *DETECTION_METRICS)
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "n", "n_nan")
+RESULT_FILES: tuple[str, ...] = ("per_case_csv", "per_case_json", "summary", "agreement_figure")
+RATIO_DECIMALS = 4
+VOLUME_DECIMALS = 1  # 0.1 mm³
+DISTANCE_DECIMALS = 2  # 0.01 mm
 
 
 def check_spacing(spacing: Sequence[float], ndim: int = 3) -> tuple[float, ...]:
@@ -58,31 +73,37 @@ def check_spacing(spacing: Sequence[float], ndim: int = 3) -> tuple[float, ...]:
     return values
 
 
-def abs_volume_difference_mm3(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
-    """Absolute difference of the foreground volumes, in mm³.
+def volume_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Foreground volumes of a prediction and its reference, and their signed and absolute difference, in mm³.
 
     Args:
-        pred: prediction; voxels > 0.5 are foreground.
-        ref: reference; voxels > 0.5 are foreground.
+        pred: boolean prediction mask.
+        ref: boolean reference mask.
         spacing: voxel spacing in mm, one value per axis.
 
     Returns:
-        |V_pred - V_ref| in mm³.
+        A dict with the keys of :data:`VOLUME_METRICS`; ``volume_diff_mm3`` is V_pred - V_ref.
 
     Raises:
         ValueError: if the spacing is invalid.
     """
     voxel_mm3 = math.prod(check_spacing(spacing, np.ndim(pred)))
-    difference = int(np.count_nonzero(np.asarray(pred) > 0.5)) - int(np.count_nonzero(np.asarray(ref) > 0.5))
-    return abs(difference) * voxel_mm3
+    pred_mm3 = int(np.count_nonzero(pred)) * voxel_mm3
+    ref_mm3 = int(np.count_nonzero(ref)) * voxel_mm3
+    return {
+        "pred_volume_mm3": pred_mm3,
+        "ref_volume_mm3": ref_mm3,
+        "volume_diff_mm3": pred_mm3 - ref_mm3,
+        "abs_volume_diff_mm3": abs(pred_mm3 - ref_mm3),
+    }
 
 
 def hausdorff95_mm(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
     """95th-percentile symmetric Hausdorff distance in mm (0.0 if both masks are empty, NaN if one is).
 
     Args:
-        pred: prediction; voxels > 0.5 are foreground.
-        ref: reference with the same shape.
+        pred: boolean prediction mask.
+        ref: boolean reference mask with the same shape.
         spacing: voxel spacing in mm, one value per axis.
 
     Returns:
@@ -91,7 +112,7 @@ def hausdorff95_mm(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) 
     Raises:
         ValueError: if the shapes differ or the spacing is invalid.
     """
-    pred_mask, ref_mask = np.asarray(pred) > 0.5, np.asarray(ref) > 0.5
+    pred_mask, ref_mask = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred_mask.shape != ref_mask.shape:
         raise ValueError(f"pred and ref must have the same shape, not {pred_mask.shape} and {ref_mask.shape}.")
     spacing = check_spacing(spacing, pred_mask.ndim)
@@ -114,16 +135,16 @@ def case_metrics(
     pred: np.ndarray,
     ref: np.ndarray,
     spacing: Sequence[float],
-    iou_threshold: float = 0.1,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     min_size: int = 0,
-) -> dict[str, float]:
+) -> dict[str, float | int]:
     """Compute every per-case metric of :data:`CASE_METRICS` for one case.
 
     Args:
-        pred: 3D prediction (binary, or probabilities binarised at 0.5).
-        ref: 3D reference with the same shape.
+        pred: 3D prediction (a mask, or probabilities): voxels >= 0.5 are foreground.
+        ref: 3D reference with the same shape: voxels non-zero after rounding to one decimal are foreground.
         spacing: voxel spacing in mm of the grid both masks live in.
-        iou_threshold: component IoU above which a predicted PVS counts as detected.
+        iou_threshold: component IoU above which a predicted PVS can be a true positive (VALDO: 0.1).
         min_size: minimum component size in voxels for the detection metrics (0 keeps all).
 
     Returns:
@@ -132,14 +153,14 @@ def case_metrics(
     Raises:
         ValueError: if the masks are not 3D, differ in shape, or the spacing is invalid.
     """
-    pred_mask, ref_mask = np.asarray(pred) > 0.5, np.asarray(ref) > 0.5
+    pred_mask, ref_mask = prediction_mask(pred), reference_mask(ref)
     if pred_mask.shape != ref_mask.shape:
         raise ValueError(f"pred and ref must have the same shape, not {pred_mask.shape} and {ref_mask.shape}.")
     if pred_mask.ndim != 3:
         raise ValueError(f"pred and ref must be 3D, not of shape {pred_mask.shape}.")
     spacing = check_spacing(spacing)
-    row = overlap_metrics(torch.from_numpy(pred_mask), torch.from_numpy(ref_mask))
-    row["abs_volume_diff_mm3"] = abs_volume_difference_mm3(pred_mask, ref_mask, spacing)
+    row: dict[str, float | int] = dict(overlap_metrics(torch.from_numpy(pred_mask), torch.from_numpy(ref_mask)))
+    row.update(volume_metrics(pred_mask, ref_mask, spacing))
     row["hd95_mm"] = hausdorff95_mm(pred_mask, ref_mask, spacing)
     row.update(detection_metrics(pred_mask, ref_mask, iou_threshold=iou_threshold, min_size=min_size))
     return row
@@ -204,6 +225,55 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def decimals_for(name: str) -> int:
+    """Decimals a value named ``name`` is written with: 1 for ``*_mm3``, 2 for ``*_mm``, else 4."""
+    if name.endswith("_mm3"):
+        return VOLUME_DECIMALS
+    if name.endswith("_mm"):
+        return DISTANCE_DECIMALS
+    return RATIO_DECIMALS
+
+
+def rounded(value: Any, decimals: int) -> Any:
+    """Round a number for a table: integers stay integers, floats get ``decimals`` decimals, NaN stays NaN.
+
+    Args:
+        value: the value; anything that is not a number is returned unchanged.
+        decimals: decimals kept for floats.
+
+    Returns:
+        The rounded value, as a Python int or float.
+    """
+    if not _is_number(value):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return round(float(value), decimals) if math.isfinite(value) else float(value)
+
+
+def rounded_summary(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Round every statistic of a :func:`summarize` result like its metric (``n`` and ``n_nan`` stay integers)."""
+    return {
+        name: {stat: rounded(value, decimals_for(name)) for stat, value in stats.items()}
+        for name, stats in summary.items()
+    }
+
+
+def rounded_agreement(agreement: dict[str, Any]) -> dict[str, Any]:
+    """Round a :func:`scripts.evaluation.agreement.cohort_agreement` result: differences in the quantity's unit."""
+    result: dict[str, Any] = {}
+    for quantity, stats in agreement.items():
+        if not isinstance(stats, dict):
+            result[quantity] = stats
+            continue
+        in_unit = ("mean_diff", "sd_diff", "loa_lower", "loa_upper")
+        result[quantity] = {
+            stat: rounded(value, decimals_for(quantity) if stat in in_unit else RATIO_DECIMALS)
+            for stat, value in stats.items()
+        }
+    return result
+
+
 def _json_ready(value: Any) -> Any:
     """Turn numpy scalars into Python ones and non-finite floats into None, recursively."""
     if isinstance(value, dict):
@@ -228,7 +298,7 @@ def _write_json(path: str | os.PathLike[str], payload: Any) -> None:
 def write_case_table(
     rows: Sequence[dict[str, Any]], csv_path: str | os.PathLike[str], json_path: str | os.PathLike[str]
 ) -> None:
-    """Write the per-case metrics as CSV and JSON, the subject id first, then every metric.
+    """Write the per-case metrics as CSV and JSON, the subject id first, then every metric, rounded (:func:`rounded`).
 
     Args:
         rows: one dict per case; each must have a ``subject`` key and the same numeric metrics.
@@ -243,7 +313,7 @@ def write_case_table(
         if SUBJECT_KEY not in row:
             raise ValueError(f"every row must have a {SUBJECT_KEY!r} key, not row {index} with keys {list(row)}.")
     columns = [SUBJECT_KEY, *names]
-    table = [{column: row[column] for column in columns} for row in rows]
+    table = [{column: rounded(row[column], decimals_for(column)) for column in columns} for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -253,19 +323,63 @@ def write_case_table(
 
 
 def write_summary(
-    summary: dict[str, dict[str, float]], path: str | os.PathLike[str], extra: dict[str, Any] | None = None
+    summary: dict[str, dict[str, float]],
+    path: str | os.PathLike[str],
+    extra: dict[str, Any] | None = None,
+    agreement: dict[str, Any] | None = None,
 ) -> None:
-    """Write a metric summary as JSON: the ``extra`` fields first, then ``"metrics": summary``.
+    """Write a metric summary as JSON: the ``extra`` fields, ``"metrics": summary``, then ``"agreement"``.
+
+    Statistics are rounded like their metric (:func:`rounded_summary`, :func:`rounded_agreement`).
 
     Args:
         summary: the output of :func:`summarize`.
         path: destination JSON file.
-        extra: run information to record alongside (method, thresholds, number of cases...).
+        extra: run information to record first (method, thresholds, number of cases...).
+        agreement: the cohort agreement of :func:`scripts.evaluation.agreement.cohort_agreement`, if any.
 
     Raises:
-        ValueError: if ``extra`` has a ``metrics`` key.
+        ValueError: if ``extra`` has a ``metrics`` or ``agreement`` key.
     """
     extra = dict(extra or {})
-    if "metrics" in extra:
-        raise ValueError(f"extra must not have a 'metrics' key, not keys {list(extra)}.")
-    _write_json(path, {**extra, "metrics": summary})
+    if {"metrics", "agreement"} & set(extra):
+        raise ValueError(f"extra must not have a 'metrics' or 'agreement' key, not keys {list(extra)}.")
+    payload = {**extra, "metrics": rounded_summary(summary)}
+    if agreement is not None:
+        payload["agreement"] = rounded_agreement(agreement)
+    _write_json(path, payload)
+
+
+def write_results(
+    rows: Sequence[dict[str, Any]],
+    output_dir: str | os.PathLike[str],
+    files: Mapping[str, str],
+    extra: dict[str, Any] | None = None,
+    dpi: int = 300,
+    title: str = "",
+) -> dict[str, dict[str, float]]:
+    """Write everything an evaluation produces: per-case tables, summary with cohort agreement, agreement figure.
+
+    Args:
+        rows: one dict per case, a ``subject`` id and every metric of :data:`CASE_METRICS`.
+        output_dir: folder of the files.
+        files: file names under the keys ``per_case_csv``, ``per_case_json``, ``summary`` and ``agreement_figure``.
+        extra: run information written first in the summary.
+        dpi: resolution of the agreement figure.
+        title: title of the agreement figure (what was evaluated).
+
+    Returns:
+        The (unrounded) summary of :func:`summarize`.
+
+    Raises:
+        ValueError: if ``rows`` is empty or inconsistent, or ``files`` lacks a name.
+    """
+    missing = [key for key in RESULT_FILES if key not in files]
+    if missing:
+        raise ValueError(f"files must name {RESULT_FILES}, not {dict(files)} (lacks {missing}).")
+    output = Path(output_dir)
+    write_case_table(rows, output / files["per_case_csv"], output / files["per_case_json"])
+    summary = summarize(rows)
+    write_summary(summary, output / files["summary"], extra=extra, agreement=cohort_agreement(rows))
+    save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title)
+    return summary

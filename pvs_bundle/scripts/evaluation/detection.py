@@ -1,37 +1,62 @@
-"""PVS-level detection metrics on connected components, as VALDO 2021 (Task 1) defines them.
+"""PVS-level detection of one case, scored by the rules of the VALDO 2021 evaluation code (Task 1, PVS).
 
-Both masks are binarised at 0.5 and split into connected components with full 3D connectivity
-(26 neighbours, ``scipy.ndimage.generate_binary_structure(3, 3)``). Components smaller than ``min_size``
-voxels are dropped from both masks first (``min_size=0``, the default, keeps every component).
+The rules, as ``evaluation_comparison/pairwise_measures.py`` of github WhereIsValdo/valdo-eval-2021 runs them
+for the task ``epvs`` with its defaults (connectivity 3, threshold 0.5, IoU 0.1), all counted in voxels:
 
-A predicted component is a true positive when its IoU with some reference component is strictly greater
-than ``iou_threshold`` (0.1 in VALDO). The IoU of every overlapping (predicted, reference) pair is computed
-in one pass over the voxels where both masks are set.
+1. Foreground: prediction >= 0.5; reference non-zero after rounding to one decimal
+   (:mod:`scripts.evaluation.masks`).
+2. PVS are the connected components of each mask, with full 3D connectivity (26 neighbours,
+   ``scipy.ndimage.generate_binary_structure(3, 3)``). VALDO applies no size filter; ``min_size`` (default 0)
+   optionally drops components smaller than that many voxels from both masks first.
+3. Each predicted component is assigned to ONE reference component: the one it shares the most voxels with
+   (ties: the lowest label, labels numbered in ``scipy.ndimage.label``'s scan order). Its IoU is computed with
+   that reference component only. A predicted component that overlaps no reference is a false positive.
+4. Among the predicted components assigned to one reference component, those whose IoU equals the group's
+   maximum (ties: all of them) and is strictly greater than ``iou_threshold`` (0.1) are true positives; the
+   others are false positives. A PVS split in two unequal pieces is 1 TP + 1 FP; a prediction that merges two
+   PVS is assigned to one of them.
+5. False negatives are the reference components to which no predicted component is assigned. A reference
+   component touched only by predictions whose IoU is <= 0.1 is neither TP nor FN (its predictions are FP).
+6. ``det_f1`` = 2 TP / (2 TP + FP + FN). Empty reference: NaN (undefined; summaries leave it out of the means
+   and count it in ``n_nan``). Empty prediction with a non-empty reference: 0. Both non-empty but nothing
+   overlaps: every predicted component is FP and every reference component FN (the unmodified VALDO code
+   crashes there).
 
-- Detection precision = true-positive predicted components / predicted components.
-- Detection recall = reference components matched by at least one predicted component with IoU above the
-  threshold / reference components.
-- Detection F1 = harmonic mean of detection precision and recall (0 when both are 0).
+VALDO weights a TP or FN by the largest reference value in its component (0.5 for a PVS marked by one of two
+raters); the references scored here are binary masks, so every weight is 1 and the formula above is VALDO's.
 
-Conventions for empty masks (after ``min_size`` filtering):
+VALDO reports no detection precision or recall; here ``det_precision`` = TP / (TP + FP) and ``det_recall`` =
+TP / (TP + FN), so that ``det_f1`` is their harmonic mean. Each is NaN when its denominator is 0 (no predicted
+component; or no TP and no FN, e.g. an empty reference).
 
-- Both empty: precision = recall = F1 = 1 (nothing to find, nothing falsely found).
-- Prediction empty, reference not: precision = 1, recall = 0, F1 = 0.
-- Reference empty, prediction not: precision = 0, recall = 1, F1 = 0.
+``det_matched_dice`` is VALDO's "mean Dice when overlap" (``mean_diceover``, used in its ranking): for each
+reference component with at least one TP, the Dice between it and the union of ALL predicted components
+assigned to it (TPs and FPs, whole components), averaged over those reference components. Empty reference:
+NaN; empty prediction: 0; no reference component with a TP: 0.
 
-Counts are reported too: ``pred_count``, ``ref_count`` and ``count_abs_diff`` = |pred_count - ref_count|.
+Counts: ``pred_count``, ``ref_count`` and ``count_abs_diff`` = |pred_count - ref_count|, integers, like the
+TP, FP and FN counts.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 
+from scripts.evaluation.masks import prediction_mask, reference_mask
+
 CONNECTIVITY: np.ndarray = ndimage.generate_binary_structure(3, 3)
+DEFAULT_IOU_THRESHOLD = 0.1
 DETECTION_METRICS: tuple[str, ...] = (
+    "det_tp",
+    "det_fp",
+    "det_fn",
     "det_precision",
     "det_recall",
     "det_f1",
+    "det_matched_dice",
     "pred_count",
     "ref_count",
     "count_abs_diff",
@@ -39,14 +64,14 @@ DETECTION_METRICS: tuple[str, ...] = (
 
 
 def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, int]:
-    """Label the 26-connected components of a binary mask, dropping those smaller than ``min_size``.
+    """Label the 26-connected components of a mask, dropping those smaller than ``min_size``.
 
     Args:
-        mask: 3D array; voxels > 0.5 are foreground.
+        mask: 3D array; voxels >= 0.5 are foreground (pass a boolean mask to apply another rule).
         min_size: minimum component size in voxels; smaller components are removed (0 keeps all).
 
     Returns:
-        The label volume (0 = background, components numbered 1..count consecutively) and the count.
+        The label volume (0 = background, components numbered 1..count consecutively in scan order) and the count.
 
     Raises:
         ValueError: if ``mask`` is not 3D or ``min_size`` is negative.
@@ -56,7 +81,7 @@ def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, i
         raise ValueError(f"mask must be a 3D array, not an array of shape {mask.shape}.")
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, not {min_size}.")
-    labels, count = ndimage.label(mask > 0.5, structure=CONNECTIVITY)
+    labels, count = ndimage.label(prediction_mask(mask), structure=CONNECTIVITY)
     if min_size <= 1 or count == 0:
         return labels, int(count)
     keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
@@ -66,10 +91,10 @@ def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, i
     return new_ids[labels], int(keep.sum())
 
 
-def pairwise_iou(
+def assign_components(
     pred_labels: np.ndarray, pred_count: int, ref_labels: np.ndarray, ref_count: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every overlapping pair of predicted and reference components.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Assign each predicted component to the reference component it shares the most voxels with (rule 3).
 
     Args:
         pred_labels: label volume of the prediction, from :func:`label_components`.
@@ -78,8 +103,9 @@ def pairwise_iou(
         ref_count: number of reference components.
 
     Returns:
-        Three 1D arrays of equal length, one entry per overlapping pair: predicted label, reference label, IoU.
-        Pairs that do not overlap (IoU 0) are not listed.
+        Four arrays indexed by predicted label - 1: the assigned reference label (0: no overlap), the number of
+        voxels shared with it, the predicted component's size, and its IoU with the assigned reference (0 when
+        there is none).
 
     Raises:
         ValueError: if the label volumes differ in shape.
@@ -90,29 +116,37 @@ def pairwise_iou(
         )
     both = (pred_labels > 0) & (ref_labels > 0)
     pair_keys = pred_labels[both].astype(np.int64) * (ref_count + 1) + ref_labels[both].astype(np.int64)
-    keys, intersection = np.unique(pair_keys, return_counts=True)
-    pred_ids, ref_ids = np.divmod(keys, ref_count + 1)
-    pred_sizes = np.bincount(pred_labels.ravel(), minlength=pred_count + 1)
+    keys, shared = np.unique(pair_keys, return_counts=True)
+    pair_pred, pair_ref = np.divmod(keys, ref_count + 1)
+    # per predicted component, the pair with the most shared voxels, then the lowest reference label
+    order = np.lexsort((pair_ref, -shared, pair_pred))
+    first = order[np.r_[True, pair_pred[order][1:] != pair_pred[order][:-1]]] if order.size else order
+    assigned = np.zeros(pred_count, dtype=np.int64)
+    intersection = np.zeros(pred_count, dtype=np.int64)
+    assigned[pair_pred[first] - 1] = pair_ref[first]
+    intersection[pair_pred[first] - 1] = shared[first]
+    pred_sizes = np.bincount(pred_labels.ravel(), minlength=pred_count + 1)[1:]
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=ref_count + 1)
-    union = pred_sizes[pred_ids] + ref_sizes[ref_ids] - intersection
-    return pred_ids, ref_ids, intersection / union
+    union = pred_sizes + np.where(assigned > 0, ref_sizes[assigned], 0) - intersection
+    iou = np.where(assigned > 0, intersection / np.maximum(union, 1), 0.0)
+    return assigned, intersection, pred_sizes, iou
 
 
 def detection_metrics(
-    pred: np.ndarray, ref: np.ndarray, iou_threshold: float = 0.1, min_size: int = 0
-) -> dict[str, float]:
-    """Component-level detection precision, recall, F1 and counts of one case (see the module docstring).
+    pred: np.ndarray, ref: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD, min_size: int = 0
+) -> dict[str, float | int]:
+    """Component-level detection of one case by VALDO's rules (see the module docstring).
 
     Args:
-        pred: 3D prediction; voxels > 0.5 are foreground.
-        ref: 3D reference with the same shape.
-        iou_threshold: a predicted component is a true positive when its IoU with a reference component is
-            strictly greater than this, in [0, 1).
-        min_size: minimum component size in voxels, applied to both masks (0 keeps all).
+        pred: 3D prediction (probabilities or a mask); voxels >= 0.5 are foreground.
+        ref: 3D reference with the same shape; voxels non-zero after rounding to one decimal are foreground.
+        iou_threshold: a predicted component can be a true positive only when its IoU with its assigned
+            reference component is strictly greater than this, in [0, 1).
+        min_size: minimum component size in voxels, applied to both masks (0, VALDO's rule, keeps all).
 
     Returns:
-        A dict with ``det_precision``, ``det_recall``, ``det_f1``, ``pred_count``, ``ref_count`` and
-        ``count_abs_diff``, all floats.
+        A dict with the keys of :data:`DETECTION_METRICS`: ``det_tp``, ``det_fp``, ``det_fn``, ``pred_count``,
+        ``ref_count`` and ``count_abs_diff`` as ints, the others as floats (NaN where undefined).
 
     Raises:
         ValueError: if the masks are not 3D, differ in shape, or a parameter is out of range.
@@ -122,20 +156,49 @@ def detection_metrics(
         raise ValueError(f"pred and ref must have the same shape, not {pred.shape} and {ref.shape}.")
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1), not {iou_threshold}.")
-    pred_labels, pred_count = label_components(pred, min_size)
-    ref_labels, ref_count = label_components(ref, min_size)
-    pred_ids, ref_ids, iou = pairwise_iou(pred_labels, pred_count, ref_labels, ref_count)
-    hit = iou > iou_threshold
-    true_positives = np.unique(pred_ids[hit]).size
-    matched_refs = np.unique(ref_ids[hit]).size
-    precision = true_positives / pred_count if pred_count else 1.0
-    recall = matched_refs / ref_count if ref_count else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    pred_labels, pred_count = label_components(prediction_mask(pred), min_size)
+    ref_labels, ref_count = label_components(reference_mask(ref), min_size)
+    assigned, intersection, pred_sizes, iou = assign_components(pred_labels, pred_count, ref_labels, ref_count)
+    group_max = np.zeros(ref_count + 1)
+    np.maximum.at(group_max, assigned, iou)
+    true_positive = (assigned > 0) & (iou == group_max[assigned]) & (iou > iou_threshold)
+    tp = int(true_positive.sum())
+    fp = pred_count - tp
+    fn = ref_count - np.unique(assigned[assigned > 0]).size
+    if ref_count == 0:
+        f1 = matched_dice = math.nan
+    elif pred_count == 0:
+        f1 = matched_dice = 0.0
+    else:
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        matched_dice = _matched_dice(assigned, intersection, pred_sizes, ref_labels, ref_count, true_positive)
     return {
-        "det_precision": float(precision),
-        "det_recall": float(recall),
+        "det_tp": tp,
+        "det_fp": fp,
+        "det_fn": fn,
+        "det_precision": tp / (tp + fp) if tp + fp else math.nan,
+        "det_recall": tp / (tp + fn) if tp + fn else math.nan,
         "det_f1": float(f1),
-        "pred_count": float(pred_count),
-        "ref_count": float(ref_count),
-        "count_abs_diff": float(abs(pred_count - ref_count)),
+        "det_matched_dice": float(matched_dice),
+        "pred_count": pred_count,
+        "ref_count": ref_count,
+        "count_abs_diff": abs(pred_count - ref_count),
     }
+
+
+def _matched_dice(
+    assigned: np.ndarray,
+    intersection: np.ndarray,
+    pred_sizes: np.ndarray,
+    ref_labels: np.ndarray,
+    ref_count: int,
+    true_positive: np.ndarray,
+) -> float:
+    """VALDO's mean Dice over reference components with a TP, each against all predictions assigned to it."""
+    matched = np.unique(assigned[true_positive])
+    if matched.size == 0:
+        return 0.0
+    ref_sizes = np.bincount(ref_labels.ravel(), minlength=ref_count + 1)
+    shared = np.bincount(assigned, weights=intersection, minlength=ref_count + 1)
+    predicted = np.bincount(assigned, weights=pred_sizes, minlength=ref_count + 1)
+    return float(np.mean(2 * shared[matched] / (predicted[matched] + ref_sizes[matched])))

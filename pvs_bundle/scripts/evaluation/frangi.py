@@ -15,7 +15,8 @@ PVS are CSF-bright tubes on T2w, 0.5–3 mm wide. :func:`frangi_vesselness` runs
 
 The threshold on vesselness is chosen on training cases to maximise their mean Dice
 (:func:`choose_threshold`); :func:`run_frangi_baseline` then scores the test cases with every metric of
-:mod:`scripts.evaluation.case_metrics`, in each label's native grid.
+:mod:`scripts.evaluation.case_metrics`, in each label's native grid, with the cohort agreement of PVS counts and
+volumes and its figure. References are read with the reference rule of :mod:`scripts.evaluation.masks`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -32,14 +32,9 @@ import torch
 from scipy import ndimage
 from skimage.filters import frangi, threshold_otsu
 
-from scripts.evaluation.case_metrics import (
-    SUBJECT_KEY,
-    case_metrics,
-    check_spacing,
-    summarize,
-    write_case_table,
-    write_summary,
-)
+from scripts.evaluation.case_metrics import SUBJECT_KEY, case_metrics, check_spacing, write_results
+from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
+from scripts.evaluation.masks import reference_mask
 from scripts.evaluation.metrics import overlap_from_counts
 
 DEFAULT_SIGMAS_MM: tuple[float, ...] = (0.5, 1.0, 1.5)
@@ -48,6 +43,13 @@ INTENSITY_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 SUMMARY_FILE = "frangi_baseline_metrics.json"
 PER_CASE_CSV = "frangi_baseline_per_case.csv"
 PER_CASE_JSON = "frangi_baseline_per_case.json"
+AGREEMENT_FIGURE_FILE = "frangi_baseline_count_volume_agreement_300dpi.png"
+RESULT_FILES: dict[str, str] = {
+    "per_case_csv": PER_CASE_CSV,
+    "per_case_json": PER_CASE_JSON,
+    "summary": SUMMARY_FILE,
+    "agreement_figure": AGREEMENT_FIGURE_FILE,
+}
 
 
 def sigmas_in_voxels(spacing: Sequence[float], sigmas_mm: Sequence[float] = DEFAULT_SIGMAS_MM) -> list[float]:
@@ -179,7 +181,7 @@ def dice_per_threshold(vesselness: np.ndarray, label: np.ndarray, candidates: np
 
     Args:
         vesselness: vesselness map of one case.
-        label: reference of the same shape; voxels > 0.5 are foreground.
+        label: reference of the same shape (reference rule of :mod:`scripts.evaluation.masks`).
         candidates: 1D array of thresholds.
 
     Returns:
@@ -191,7 +193,7 @@ def dice_per_threshold(vesselness: np.ndarray, label: np.ndarray, candidates: np
     if vesselness.shape != label.shape:
         raise ValueError(f"vesselness and label must have the same shape, not {vesselness.shape} and {label.shape}.")
     values = np.sort(vesselness, axis=None)
-    foreground = np.sort(vesselness[np.asarray(label) > 0.5])
+    foreground = np.sort(vesselness[reference_mask(label)])
     predicted = values.size - np.searchsorted(values, candidates, side="right")
     true_positive = foreground.size - np.searchsorted(foreground, candidates, side="right")
     counts = np.stack([true_positive, predicted - true_positive, foreground.size - true_positive], axis=1)
@@ -256,7 +258,7 @@ def load_case(item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[float
             f"{item['label']} must have the shape of {item['image']}, {image_nii.shape}, not {label_nii.shape}."
         )
     image = image_nii.get_fdata(dtype=np.float32)
-    label = np.asanyarray(label_nii.dataobj) > 0.5
+    label = reference_mask(np.asanyarray(label_nii.dataobj))
     spacing = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
     return image, label, spacing
 
@@ -267,13 +269,14 @@ def run_frangi_baseline(
     output_dir: str | os.PathLike[str],
     sigmas_mm: Sequence[float] = DEFAULT_SIGMAS_MM,
     max_train_cases: int | None = None,
-    iou_threshold: float = 0.1,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     min_size: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Choose a Frangi threshold on training cases, score the test cases, and write the result files.
 
-    Writes into ``output_dir``: ``frangi_baseline_metrics.json`` (summary, with the threshold and the training
-    Dice), ``frangi_baseline_per_case.csv`` and ``frangi_baseline_per_case.json``.
+    Writes into ``output_dir``: ``frangi_baseline_metrics.json`` (summary, with the threshold, the training
+    Dice and the cohort agreement), ``frangi_baseline_per_case.csv``, ``frangi_baseline_per_case.json`` and
+    ``frangi_baseline_count_volume_agreement_300dpi.png``.
 
     Args:
         train_items: dicts with ``image``, ``label`` and ``subject``, used to choose the threshold.
@@ -309,9 +312,6 @@ def run_frangi_baseline(
         prediction = frangi_vesselness(image, spacing, sigmas_mm) > threshold
         metrics = case_metrics(prediction, label, spacing, iou_threshold=iou_threshold, min_size=min_size)
         rows.append({SUBJECT_KEY: str(item[SUBJECT_KEY]), **metrics})
-    summary = summarize(rows)
-    output = Path(output_dir)
-    write_case_table(rows, output / PER_CASE_CSV, output / PER_CASE_JSON)
     extra = {
         "method": "frangi",
         "threshold": threshold,
@@ -322,5 +322,4 @@ def run_frangi_baseline(
         "iou_threshold": iou_threshold,
         "min_size": min_size,
     }
-    write_summary(summary, output / SUMMARY_FILE, extra=extra)
-    return summary
+    return write_results(rows, output_dir, RESULT_FILES, extra, title="Frangi baseline: prediction vs reference")

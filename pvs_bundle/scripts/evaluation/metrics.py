@@ -1,5 +1,7 @@
 """Voxel-level overlap metrics for binary PVS masks, and their MONAI metric wrapper.
 
+Foreground: prediction >= 0.5, reference non-zero after rounding to one decimal (:mod:`scripts.evaluation.masks`).
+
 Conventions for empty masks (documented in docs/README.md):
 
 - Dice, IoU: 1.0 when prediction and reference are both empty, else 0.0 if either is empty.
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from monai.metrics import CumulativeIterationMetric
 
+from scripts.evaluation.masks import prediction_mask, reference_mask
+
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
 
 
@@ -21,8 +25,9 @@ def confusion_counts(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Count true positives, false positives and false negatives per batch item.
 
     Args:
-        pred: binary prediction, shape (B, 1, ...) or (B, ...); any value > 0.5 counts as foreground.
-        label: binary reference with the same shape as ``pred``.
+        pred: prediction, shape (B, 1, ...) or (B, ...); values >= 0.5 are foreground.
+        label: reference with the same shape as ``pred``; values non-zero after rounding to one decimal are
+            foreground.
 
     Returns:
         A float64 tensor of shape (B, 3) holding (tp, fp, fn) for each item.
@@ -32,8 +37,8 @@ def confusion_counts(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """
     if pred.shape != label.shape:
         raise ValueError(f"pred and label must have the same shape, not {tuple(pred.shape)} and {tuple(label.shape)}.")
-    p = (pred > 0.5).flatten(1)
-    g = (label > 0.5).flatten(1)
+    p = prediction_mask(pred).flatten(1)
+    g = reference_mask(label).flatten(1)
     tp = (p & g).sum(1)
     fp = (p & ~g).sum(1)
     fn = (~p & g).sum(1)

@@ -1,12 +1,13 @@
 """Test-set evaluation in each label's native grid: the native label, the per-case metrics handler, file names.
 
 The evaluation postprocessing (``configs/evaluate.json``) maps each prediction back to its image's original grid
-with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at 0.5; the label is not
-preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`). Every metric, the evaluator's
-``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the training
-``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
+with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at >= 0.5 (``AsDiscreted``);
+the label is not preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`), with
+VALDO's reference rule (non-zero after rounding to one decimal, :mod:`scripts.evaluation.masks`). Every metric,
+the evaluator's ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the
+training ``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
 :func:`scripts.evaluation.case_metrics.case_metrics` and, when the run completes, writes the per-case tables, their
-summary and the test-set figure atomically.
+summary (with the cohort agreement of PVS counts and volumes) and the figures atomically.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
 from scripts.data.datalist import case_id, parse_entities, strip_nifti_suffix
-from scripts.evaluation.case_metrics import SUBJECT_KEY, case_metrics, summarize, write_case_table, write_summary
+from scripts.evaluation.case_metrics import RATIO_DECIMALS, SUBJECT_KEY, case_metrics, write_results
+from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
+from scripts.evaluation.masks import prediction_mask, reference_mask
+from scripts.io import sha256_file
 from scripts.reports.figures import save_visualization_grid
 
 logger = logging.getLogger("pvs_bundle.evaluation")
@@ -36,6 +40,15 @@ SUMMARY_FILE = "comprehensive_test_metrics.json"
 PER_CASE_CSV = "test_per_case_metrics.csv"
 PER_CASE_JSON = "test_per_case_metrics.json"
 FIGURE_FILE = "test_set_visualization_grid_300dpi.jpg"
+AGREEMENT_FIGURE_FILE = "test_count_volume_agreement_300dpi.png"
+RESULT_FILES: dict[str, str] = {
+    "per_case_csv": PER_CASE_CSV,
+    "per_case_json": PER_CASE_JSON,
+    "summary": SUMMARY_FILE,
+    "agreement_figure": AGREEMENT_FIGURE_FILE,
+}
+# the evaluator's metrics are defined once, in train.json's validate#metrics, with validation names
+VALIDATION_PREFIX, TEST_PREFIX = "val_", "test_"
 SPACING_KEY = "spacing_mm"
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -84,7 +97,7 @@ def source_file(data: Any, key: Hashable) -> str:
 
 
 def load_native_label(path: str | os.PathLike[str]) -> MetaTensor:
-    """Read a label in its own grid, binarised at 0.5, channel first, with its affine and header spacing.
+    """Read a label in its own grid, binarised by the reference rule, channel first, with its affine and spacing.
 
     Args:
         path: the label NIfTI file.
@@ -99,7 +112,7 @@ def load_native_label(path: str | os.PathLike[str]) -> MetaTensor:
     image = nib.load(str(path))
     if len(image.shape) != 3:
         raise ValueError(f"label {path} must be a 3D volume, not of shape {image.shape}.")
-    mask = np.asanyarray(image.dataobj) > 0.5
+    mask = reference_mask(np.asanyarray(image.dataobj))
     meta = {
         ImageMetaKey.FILENAME_OR_OBJ: str(path),
         SPACING_KEY: tuple(float(z) for z in image.header.get_zooms()[:3]),
@@ -216,13 +229,15 @@ class NativeSpaceMetricsHandler:
     iteration adds one row per case (case id + every metric of :data:`scripts.evaluation.case_metrics.CASE_METRICS`) and
     keeps the RAS-ordered image, label and prediction of the first ``max_figure_cases`` cases. When the run
     completes, it writes into ``output_dir``: ``test_per_case_metrics.csv`` and ``.json``,
-    ``comprehensive_test_metrics.json`` (``summary_extra``, the number of cases, the detection settings, the
-    evaluator's own metrics, then mean / std / median / n / n_nan of every metric) and
-    ``test_set_visualization_grid_300dpi.jpg``.
+    ``comprehensive_test_metrics.json`` (the model file, absolute, and its SHA-256, ``summary_extra``, the number
+    of cases, the detection settings, the evaluator's own metrics renamed ``val_*`` -> ``test_*``, then mean / std /
+    median / n / n_nan of every metric, then the cohort agreement of PVS counts and volumes),
+    ``test_count_volume_agreement_300dpi.png`` and ``test_set_visualization_grid_300dpi.jpg``.
 
     Args:
         output_dir: folder of the result files.
-        iou_threshold: component IoU above which a predicted PVS counts as detected (VALDO: 0.1).
+        model_file: the evaluated model, recorded with its SHA-256 (None: not recorded).
+        iou_threshold: component IoU above which a predicted PVS can be a true positive (VALDO: 0.1).
         min_size: minimum PVS size in voxels for the detection metrics (0 keeps every component).
         summary_extra: what was evaluated (model file, datalist, pixdim, overlap...), written first in the summary.
         max_figure_cases: number of cases drawn in the figure (the first ones evaluated); 0 draws no figure.
@@ -239,7 +254,8 @@ class NativeSpaceMetricsHandler:
     def __init__(
         self,
         output_dir: str | os.PathLike[str],
-        iou_threshold: float = 0.1,
+        model_file: str | os.PathLike[str] | None = None,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
         min_size: int = 0,
         summary_extra: dict[str, Any] | None = None,
         max_figure_cases: int = 10,
@@ -252,6 +268,7 @@ class NativeSpaceMetricsHandler:
         if max_figure_cases < 0:
             raise ValueError(f"max_figure_cases must be >= 0, not {max_figure_cases}.")
         self.output_dir = Path(output_dir)
+        self.model_file = None if model_file is None else Path(model_file).expanduser().resolve()
         self.iou_threshold = iou_threshold
         self.min_size = min_size
         self.summary_extra = dict(summary_extra or {})
@@ -298,8 +315,8 @@ class NativeSpaceMetricsHandler:
         """
         label = item[self.label_key]
         label_file = source_file(label, self.label_key)
-        pred = convert_to_numpy(item[self.pred_key])[0] > 0.5
-        ref = convert_to_numpy(label)[0] > 0.5
+        pred = prediction_mask(convert_to_numpy(item[self.pred_key])[0])
+        ref = convert_to_numpy(label)[0].astype(bool)
         affine = convert_to_numpy(label.affine).astype(np.float64)
         check_same_grid(pred, getattr(item[self.pred_key], "affine", None), ref, affine, label_file)
         spacing = label.meta[SPACING_KEY]
@@ -325,16 +342,25 @@ class NativeSpaceMetricsHandler:
         """
         if not self.rows:
             raise ValueError("no test case was evaluated: the datalist's test split must hold at least one case.")
-        write_case_table(self.rows, self.output_dir / PER_CASE_CSV, self.output_dir / PER_CASE_JSON)
+        model = {}
+        if self.model_file is not None:
+            model = {"model_file": str(self.model_file), "model_sha256": sha256_file(self.model_file)}
+        evaluator_metrics = {
+            TEST_PREFIX + name.removeprefix(VALIDATION_PREFIX): round(float(value), RATIO_DECIMALS)
+            for name, value in engine.state.metrics.items()
+            if isinstance(value, int | float)
+        }
         extra = {
+            **model,
             **self.summary_extra,
             "n_cases": len(self.rows),
             "cases": [row[SUBJECT_KEY] for row in self.rows],
             "iou_threshold": self.iou_threshold,
             "min_pvs_size": self.min_size,
-            "evaluator_metrics": {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, int | float)},
+            "evaluator_metrics": evaluator_metrics,
         }
-        write_summary(summarize(self.rows), self.output_dir / SUMMARY_FILE, extra=extra)
+        title = "Test set: prediction vs reference"
+        write_results(self.rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title)
         if self.figure_cases:
             save_visualization_grid(self.figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
         logger.info("Wrote the test metrics of %d cases to %s", len(self.rows), self.output_dir)

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from scripts.evaluation.detection import label_components
+from scripts.evaluation.masks import prediction_mask
 
 BURDEN_COLUMNS: tuple[str, ...] = (
     "pvs_count",
@@ -49,8 +50,8 @@ def pvs_burden(mask: np.ndarray, head: np.ndarray, voxel_mm3: float) -> dict[str
     """Compute the PVS burden of one case (see the module docstring).
 
     Args:
-        mask: 3D binary PVS mask (voxels > 0.5 are PVS).
-        head: 3D binary head mask with the same shape.
+        mask: 3D PVS mask or probabilities (voxels >= 0.5 are PVS, :mod:`scripts.evaluation.masks`).
+        head: 3D binary head mask with the same shape (voxels >= 0.5 are head).
         voxel_mm3: the volume of one voxel in mm³.
 
     Returns:
@@ -59,7 +60,7 @@ def pvs_burden(mask: np.ndarray, head: np.ndarray, voxel_mm3: float) -> dict[str
     Raises:
         ValueError: if the masks are not 3D or differ in shape.
     """
-    mask, head = np.asarray(mask) > 0.5, np.asarray(head) > 0.5
+    mask, head = prediction_mask(mask), prediction_mask(head)
     if mask.shape != head.shape:
         raise ValueError(f"mask and head must have the same shape, not {mask.shape} and {head.shape}.")
     labels, count = label_components(mask)
