@@ -15,8 +15,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, make_bids_dataset, synthetic_case, write_nifti
+import torch
+from conftest import BUNDLE_ROOT, CONFIGS, TINY_TRAINING, bundle_env, make_bids_dataset, synthetic_case, write_nifti
 from inference_helpers import SHAPE, TINY_INFERENCE, load, ras_affine, save_tiny_model
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
 
 from scripts.data.datalist import create_datalist
 from scripts.evaluation.native_space import PER_CASE_JSON, SUMMARY_FILE
@@ -203,3 +206,17 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     for summary in (summary_1, summary_2):
         summary.pop("datalist_file"), summary.pop("training_history_file")
     assert summary_2 == summary_1
+
+
+def test_train_and_evaluate_configs_together_still_build_the_training_chain(tmp_path):
+    """The Model Zoo's tests read ['configs/train.json','configs/evaluate.json'] for every workflow."""
+    dataset = make_bids_dataset(tmp_path / "ds", subjects=("001", "002", "003", "004"), shape=SHAPE)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"bundle_root": str(BUNDLE_ROOT), "dataset_dir": str(dataset), "output_dir": str(tmp_path / "eval")})
+    first = create_datalist(dataset)[0]["training"][0]
+    case = {key: str(dataset / first[key]) for key in ("image", "label")}
+    trained = Compose(parser.get_parsed_content("preprocessing_transforms"))(dict(case))
+    assert isinstance(trained["label"], torch.Tensor) and trained["label"].shape == trained["image"].shape
+    evaluated = parser.get_parsed_content("validate#preprocessing")(dict(case))
+    assert evaluated["label"] == case["label"]  # evaluation reads the label natively, later

@@ -156,6 +156,12 @@ def is_main_process() -> bool:
     return process_rank_and_count()[0] == 0
 
 
+def barrier() -> None:
+    """Wait until every process gets here (nothing without a process group)."""
+    if process_rank_and_count()[1] > 1:
+        torch.distributed.barrier()
+
+
 def input_shard(data: Sequence[T], allow_empty: bool = True) -> list[T]:
     """Return the inputs this process handles: rank r of N takes inputs r, r + N, r + 2N, ...
 

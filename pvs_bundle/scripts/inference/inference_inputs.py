@@ -40,7 +40,7 @@ import numpy as np
 from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
 from scripts.data.datalist import find_images, strip_nifti_suffix
 from scripts.data.transforms import as_volume_index
-from scripts.distributed import gather_in_order, input_shard
+from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
 from scripts.training.checkpoint import as_bool
 
@@ -254,6 +254,7 @@ def inference_datalist(
         if with_probabilities:
             guarded += [Path(i["probseg"]) for i in items]
         check_overwrite(guarded, as_bool(overwrite, "overwrite"))
+        barrier()  # every rank has looked for existing outputs before any rank writes one
     logger.info("Segmenting %d image(s) into %s.", len(pending(items)), out)
     return items
 
