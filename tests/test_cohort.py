@@ -183,7 +183,7 @@ def _settings(mask: Path) -> dict:
 
 
 def test_two_process_evaluation_equals_one_process(tmp_path):
-    dataset = make_bids_dataset(tmp_path / "ds", subjects=tuple(f"{i:03d}" for i in range(1, 9)), shape=SHAPE)
+    dataset = make_bids_dataset(tmp_path / "ds", subjects=tuple(f"{i:03d}" for i in range(1, 9)))
     datalist, _ = create_datalist(dataset, fractions=(0.25, 0.25, 0.5))
     assert len(datalist["test"]) == 4
     model = save_tiny_model(tmp_path / "model.pt", dataset / datalist["test"][0]["image"])
