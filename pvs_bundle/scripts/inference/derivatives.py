@@ -52,11 +52,10 @@ class Provenance:
         output_dir: the derivatives dataset (inference's output folder).
         dataset_dir: the input dataset (a BIDS dataset or a folder of NIfTI files).
         input_files: an explicit list of inputs; when given, their common folder is the source dataset.
-        model_file: the weights used (hashed once, when first needed).
+        model_file: the model file used (weights, TorchScript or ONNX; hashed once, when first needed); None: none.
         metadata_file: the bundle's ``configs/metadata.json`` (its ``version``).
         threshold: the probability threshold of the masks.
         settings: further settings recorded in every sidecar (pixdim, patch size, overlap...).
-        load_pretrain: whether ``model_file`` is loaded (false: no weights are recorded).
         code_url: where the bundle's code can be found, recorded in ``GeneratedBy`` when given.
     """
 
@@ -69,7 +68,6 @@ class Provenance:
         metadata_file: str | Path | None = None,
         threshold: float = 0.5,
         settings: Mapping[str, Any] | None = None,
-        load_pretrain: bool = True,
         code_url: str | None = None,
     ) -> None:
         files = [input_files] if isinstance(input_files, str) else list(input_files or ())
@@ -78,7 +76,7 @@ class Provenance:
         else:
             self.source_root = Path(dataset_dir).expanduser().resolve()
         self.output_dir = Path(output_dir).expanduser()
-        self.model_file = Path(model_file) if model_file and load_pretrain else None
+        self.model_file = Path(model_file) if model_file else None
         metadata = json.loads(Path(metadata_file).read_text()) if metadata_file else {}
         self.version = str(metadata.get("version", "unknown"))
         self.threshold = float(threshold)
