@@ -1,5 +1,8 @@
-"""Distributed training under torchrun: local rank, each rank's share of the training cases, and its sampler.
+"""Distributed runs under torchrun: local rank, each rank's share of the cases, and results gathered on rank 0.
 
+Training (configs/multi_gpu_train.json) shares out its training and validation cases; inference and evaluation
+(configs/multi_gpu_inference.json, configs/multi_gpu_evaluate.json) deal their inputs out with :func:`input_shard`,
+so each is processed exactly once, and gather their per-case results in input order with :func:`gather_in_order`.
 ``local_rank`` fails with a message saying how to launch when torchrun did not start the process.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence, Sized
+from typing import Any, TypeVar
 
 import torch.distributed
 from monai.data import DistributedSampler, partition_dataset
@@ -15,6 +19,8 @@ from monai.data import DistributedSampler, partition_dataset
 logger = logging.getLogger("pvs_bundle.distributed")
 
 TORCHRUN_VARIABLES: tuple[str, ...] = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+T = TypeVar("T")
 
 
 def local_rank() -> int:
@@ -30,7 +36,7 @@ def local_rank() -> int:
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
         raise RuntimeError(
-            f"configs/multi_gpu_train.json must be launched by torchrun, which sets {', '.join(TORCHRUN_VARIABLES)}; "
+            f"configs/multi_gpu_*.json must be launched by torchrun, which sets {', '.join(TORCHRUN_VARIABLES)}; "
             f"unset here: {', '.join(missing)}. Run e.g. torchrun --standalone --nproc_per_node=2 -m monai.bundle "
             "run training --config_file \"['configs/train.json','configs/multi_gpu_train.json']\"."
         )
@@ -138,3 +144,73 @@ def training_sampler(dataset: Sized, partitioned: bool = True, seed: int = 0) ->
         rank, _ = _rank_and_world_size(None, None)
         return DistributedSampler(dataset, even_divisible=True, num_replicas=1, rank=0, shuffle=True, seed=seed + rank)
     return DistributedSampler(dataset, even_divisible=True, shuffle=True, seed=seed)
+
+
+def process_rank_and_count() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without a process group)."""
+    return _rank_and_world_size(None, None)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's shared files: rank 0, or the only process."""
+    return process_rank_and_count()[0] == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing without a process group)."""
+    if process_rank_and_count()[1] > 1:
+        torch.distributed.barrier()
+
+
+def input_shard(data: Sequence[T], allow_empty: bool = True) -> list[T]:
+    """Return the inputs this process handles: rank r of N takes inputs r, r + N, r + 2N, ...
+
+    Unlike a ``DistributedSampler`` nothing is repeated to even the shares out, so every input is processed
+    exactly once; :func:`gather_in_order` puts the per-input results back in input order.
+
+    Args:
+        data: every input, in the same order on every rank.
+        allow_empty: whether a rank may get no input (fewer inputs than processes).
+
+    Returns:
+        This rank's inputs, in input order.
+
+    Raises:
+        ValueError: when a rank gets no input and ``allow_empty`` is false.
+    """
+    rank, world_size = process_rank_and_count()
+    if not allow_empty and len(data) < world_size:
+        raise ValueError(
+            f"the number of cases must be at least the number of processes {world_size}, not {len(data)}: "
+            f"run torchrun with --nproc_per_node={max(len(data), 1)} or fewer processes."
+        )
+    shard = list(data)[rank::world_size]
+    logger.info("Rank %d of %d handles %d of %d input(s).", rank, world_size, len(shard), len(data))
+    return shard
+
+
+def gather_in_order(shard_results: Sequence[Any], total: int | None = None) -> list[Any]:
+    """Gather every rank's per-input results (of :func:`input_shard`'s shares) on every rank, in input order.
+
+    Args:
+        shard_results: this rank's results, one per input of its share, in order.
+        total: the number of inputs (default: the sum of the shares).
+
+    Returns:
+        Every rank's results, interleaved back into input order (this rank's own without a process group).
+
+    Raises:
+        ValueError: when the gathered shares do not add up to ``total`` inputs.
+    """
+    _, world_size = process_rank_and_count()
+    if world_size == 1:
+        return list(shard_results)
+    shares: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(shares, list(shard_results))
+    total = sum(len(share) for share in shares) if total is None else total
+    if [len(share) for share in shares] != [len(range(r, total, world_size)) for r in range(world_size)]:
+        raise ValueError(
+            f"the shares gathered must be those of input_shard over {total} inputs, not of sizes "
+            f"{[len(share) for share in shares]}."
+        )
+    return [shares[i % world_size][i // world_size] for i in range(total)]

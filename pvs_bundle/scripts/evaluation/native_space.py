@@ -7,7 +7,9 @@ VALDO's reference rule (non-zero after rounding to one decimal, :mod:`scripts.ev
 the evaluator's ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the
 training ``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
 :func:`scripts.evaluation.case_metrics.case_metrics` and, when the run completes, writes the per-case tables, their
-summary (with the cohort agreement of PVS counts and volumes) and the figures atomically.
+summary (with the cohort agreement of PVS counts and volumes) and the figures atomically. Under torchrun
+(configs/multi_gpu_evaluate.json) each rank scores its own share of the test cases and rank 0 writes the results of
+all of them, in datalist order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
 from scripts.data.datalist import case_id, parse_entities, strip_nifti_suffix
+from scripts.distributed import gather_in_order, is_main_process, process_rank_and_count
 from scripts.evaluation.case_metrics import RATIO_DECIMALS, SUBJECT_KEY, case_metrics, write_results
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.masks import prediction_mask, reference_mask
@@ -324,7 +327,8 @@ class NativeSpaceMetricsHandler:
         row = {SUBJECT_KEY: case, **case_metrics(pred, ref, spacing, self.iou_threshold, self.min_size)}
         self.rows.append(row)
         logger.info("%s: dice %.4f, detection F1 %.4f", case, row["dice"], row["det_f1"])
-        if len(self.figure_cases) < self.max_figure_cases:
+        rank, world_size = process_rank_and_count()
+        if (len(self.rows) - 1) * world_size + rank < self.max_figure_cases:  # among the first cases of the datalist
             image = nib.load(source_file(item[self.image_key], self.image_key)).get_fdata(dtype=np.float32)
             if image.shape != ref.shape:
                 raise ValueError(f"image of {case} must have its label's shape {ref.shape}, not {image.shape}.")
@@ -335,12 +339,16 @@ class NativeSpaceMetricsHandler:
         return row
 
     def __call__(self, engine: Engine) -> None:
-        """Write the per-case tables, the summary and the figure.
+        """Write the per-case tables, the summary and the figure (on rank 0, with every rank's cases in order).
 
         Raises:
             ValueError: if no case was evaluated.
         """
-        if not self.rows:
+        rows = gather_in_order(self.rows)
+        figure_cases = gather_in_order(self.figure_cases, total=min(len(rows), self.max_figure_cases))
+        if not is_main_process():
+            return
+        if not rows:
             raise ValueError("no test case was evaluated: the datalist's test split must hold at least one case.")
         model = {}
         if self.model_file is not None:
@@ -353,14 +361,14 @@ class NativeSpaceMetricsHandler:
         extra = {
             **model,
             **self.summary_extra,
-            "n_cases": len(self.rows),
-            "cases": [row[SUBJECT_KEY] for row in self.rows],
+            "n_cases": len(rows),
+            "cases": [row[SUBJECT_KEY] for row in rows],
             "iou_threshold": self.iou_threshold,
             "min_pvs_size": self.min_size,
             "evaluator_metrics": evaluator_metrics,
         }
         title = "Test set: prediction vs reference"
-        write_results(self.rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title)
-        if self.figure_cases:
-            save_visualization_grid(self.figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
-        logger.info("Wrote the test metrics of %d cases to %s", len(self.rows), self.output_dir)
+        write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title)
+        if figure_cases:
+            save_visualization_grid(figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
+        logger.info("Wrote the test metrics of %d cases to %s", len(rows), self.output_dir)

@@ -19,6 +19,12 @@ fails deep inside a data-loader worker.
 ``volume_index`` applies to 4D images only; 3D images (and 4D ones with a single volume) are segmented as they are.
 Volumes smaller than the sliding window are accepted: the sliding-window inferer zero-pads them to the window
 and crops the padding off its output. Existing outputs are never overwritten unless ``overwrite`` is true.
+
+``skip_existing`` resumes a cohort run that stopped: inputs whose outputs are complete and valid (their sidecar
+records this run's model and settings, their mask is readable on the input's grid:
+:meth:`scripts.inference.derivatives.Provenance.completed_row`) are kept with their recorded PVS burden row, the
+others (never done, damaged, partial) are segmented, and the tables are written again for every input.
+Under torchrun every rank checks its own share of the inputs and all ranks see every rank's findings.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -33,6 +40,8 @@ import numpy as np
 from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
 from scripts.data.datalist import find_images, strip_nifti_suffix
 from scripts.data.transforms import as_volume_index
+from scripts.distributed import barrier, gather_in_order, input_shard
+from scripts.inference.derivatives import Provenance
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
@@ -40,6 +49,7 @@ logger = logging.getLogger("pvs_bundle.inference_inputs")
 IMAGE_SUFFIX = "_T2w"
 MASK_SUFFIX = "_desc-pvs_mask.nii.gz"
 PROBSEG_SUFFIX = "_desc-pvs_probseg.nii.gz"
+DONE_KEY = "recorded_row"  # the PVS burden row of an input whose outputs are complete (skip_existing)
 
 
 def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) -> list[tuple[Path, Path]]:
@@ -140,11 +150,13 @@ def check_image(path: Path, volume_index: int | None = None) -> str | None:
 def check_inputs(images: Sequence[Path], volume_index: int | None = None) -> None:
     """Check every input before any inference and report all the problems at once.
 
+    Under torchrun each rank checks its share of the inputs, and every rank raises the same error.
+
     Raises:
         ValueError: listing each bad file with its problem.
     """
-    problems = [(image, check_image(image, volume_index)) for image in images]
-    bad = [f"  {image}: {problem}" for image, problem in problems if problem is not None]
+    problems = gather_in_order([check_image(image, volume_index) for image in input_shard(images)], len(images))
+    bad = [f"  {image}: {problem}" for image, problem in zip(images, problems, strict=True) if problem is not None]
     if bad:
         raise ValueError(f"{len(bad)} of {len(images)} input(s) cannot be segmented:\n" + "\n".join(bad))
 
@@ -160,7 +172,8 @@ def check_overwrite(paths: Sequence[Path], overwrite: bool) -> None:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
         raise FileExistsError(
             f"{len(existing)} output file(s) already exist and would be overwritten: {shown}. "
-            "Pass --overwrite true to replace them, or choose another --output_dir."
+            "Pass --skip_existing true to keep the complete ones and segment only the rest (to resume a run that "
+            "stopped), --overwrite true to replace them all, or choose another --output_dir."
         )
 
 
@@ -172,7 +185,9 @@ def inference_datalist(
     save_probabilities: bool | str = False,
     overwrite: bool | str = False,
     other_outputs: Sequence[str | Path] = (),
-) -> list[dict[str, str]]:
+    skip_existing: bool | str = False,
+    provenance: Provenance | None = None,
+) -> list[dict[str, Any]]:
     """List, check and name the inputs of an inference run, before any of them is loaded for inference.
 
     Args:
@@ -183,17 +198,25 @@ def inference_datalist(
         save_probabilities: whether probability maps are written too (they are then guarded against overwrite).
         overwrite: whether existing outputs may be replaced.
         other_outputs: further files the run writes (the volume table), guarded like the masks.
+        skip_existing: whether to keep the inputs whose outputs are complete and valid (see ``provenance``) and
+            segment only the others, replacing whatever partial outputs they have.
+        provenance: what checks an input's outputs and reads its recorded row (needed by ``skip_existing``).
 
     Returns:
         One dict per input: ``image`` (the path), ``case`` (the output stem), ``mask`` and ``probseg`` (their
-        output paths).
+        output paths); with ``skip_existing``, inputs already done also hold their recorded row under
+        :data:`DONE_KEY` (:func:`pending` lists the others).
 
     Raises:
         FileNotFoundError: when the inputs cannot be found.
         ValueError: listing every input that cannot be segmented, or when two inputs share an output name.
-        FileExistsError: when outputs exist and ``overwrite`` is false.
+        FileExistsError: when outputs exist and neither ``overwrite`` nor ``skip_existing`` is true.
     """
     index = as_volume_index(volume_index)
+    skip = as_bool(skip_existing, "skip_existing")
+    with_probabilities = as_bool(save_probabilities, "save_probabilities")
+    if skip and provenance is None:
+        raise ValueError("skip_existing needs the run's provenance (the inference config's @provenance), not None.")
     inputs = list_inputs(dataset_dir, input_files)
     check_inputs([image for image, _ in inputs], index)
     out = Path(output_dir).expanduser()
@@ -216,9 +239,26 @@ def inference_datalist(
                 f"{item['mask']}: rename one, or segment them into different --output_dir."
             )
         seen[item["mask"]] = item["image"]
-    guarded = [Path(i["mask"]) for i in items] + [Path(p) for p in other_outputs]
-    if as_bool(save_probabilities, "save_probabilities"):
-        guarded += [Path(i["probseg"]) for i in items]
-    check_overwrite(guarded, as_bool(overwrite, "overwrite"))
-    logger.info("Segmenting %d image(s) into %s.", len(items), out)
+    if skip:
+        mine = [
+            provenance.completed_row(i["image"], [i["mask"], *([i["probseg"]] if with_probabilities else [])])
+            for i in input_shard(items)
+        ]
+        for item, row in zip(items, gather_in_order(mine, len(items)), strict=True):
+            if row is not None:
+                item[DONE_KEY] = row
+        done = sum(DONE_KEY in item for item in items)
+        logger.info("Skipping %d of %d image(s) whose outputs are complete (--skip_existing).", done, len(items))
+    else:
+        guarded = [Path(i["mask"]) for i in items] + [Path(p) for p in other_outputs]
+        if with_probabilities:
+            guarded += [Path(i["probseg"]) for i in items]
+        check_overwrite(guarded, as_bool(overwrite, "overwrite"))
+        barrier()  # every rank has looked for existing outputs before any rank writes one
+    logger.info("Segmenting %d image(s) into %s.", len(pending(items)), out)
     return items
+
+
+def pending(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inputs of :func:`inference_datalist` still to segment (all of them unless ``skip_existing``)."""
+    return [item for item in items if DONE_KEY not in item]

@@ -3,14 +3,16 @@
 The inference postprocessing maps the prediction back to the input's voxel grid with ``Invertd`` (through
 CropForeground, Spacing and Orientation). Here it is written with the input file's own affine, qform and sform
 (and their codes), so a mask has exactly its input's shape, affine and orientation. Every file is written to
-a temporary file beside its destination and renamed into place (:func:`scripts.io.atomic_write`).
+a temporary file beside its destination and renamed into place (:func:`scripts.io.atomic_write`), then its
+BIDS sidecar (:class:`scripts.inference.derivatives.Provenance`). Under torchrun every rank writes the masks of its
+own inputs and rank 0 writes the table of all of them, in input order, and the ``dataset_description.json``.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
+from scripts.distributed import gather_in_order, is_main_process
 from scripts.evaluation.case_metrics import SUBJECT_KEY, write_case_table
+from scripts.inference.derivatives import Provenance
+from scripts.inference.inference_inputs import DONE_KEY, pending
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
 from scripts.training.checkpoint import as_bool
@@ -62,18 +67,31 @@ class PredictionWriter:
     the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
     datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
     (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
-    (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
+    (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON, with the
+    recorded rows of the inputs skipped by ``--skip_existing`` in their place.
 
     Args:
         table_csv: path of the CSV table.
         table_json: path of the JSON table.
         save_probabilities: whether to write the probability maps (float32) beside the masks.
+        provenance: writes each mask's BIDS sidecar and the output folder's ``dataset_description.json``.
+        inputs: every input of the run (:func:`scripts.inference.inference_inputs.inference_datalist`), skipped
+            ones included, giving the table's order; None: the cases segmented, in the order segmented.
     """
 
-    def __init__(self, table_csv: str | Path, table_json: str | Path, save_probabilities: bool | str = False) -> None:
+    def __init__(
+        self,
+        table_csv: str | Path,
+        table_json: str | Path,
+        save_probabilities: bool | str = False,
+        provenance: Provenance | None = None,
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         self.table_csv = Path(table_csv)
         self.table_json = Path(table_json)
         self.save_probabilities = as_bool(save_probabilities, "save_probabilities")
+        self.provenance = provenance
+        self.inputs = None if inputs is None else list(inputs)
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -111,6 +129,8 @@ class PredictionWriter:
         if self.save_probabilities:
             save_like(convert_to_numpy(item["prob"])[0].astype(np.float32), reference, item["probseg"])
         row = {SUBJECT_KEY: item["case"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
+        if self.provenance is not None:
+            self.provenance.write_sidecar(source, item["mask"], row)
         logger.info(
             "%s: %d PVS, %.1f mm³ (%.3f %% of the head mask) -> %s",
             item["case"],
@@ -121,13 +141,24 @@ class PredictionWriter:
         )
         return row
 
-    def __call__(self, engine: Engine) -> None:
-        """Write the burden table of every case segmented.
+    def __call__(self, engine: Engine | None = None) -> None:
+        """Write the burden table of every input (on rank 0, gathering every rank's rows) and the dataset description.
+
+        Call it without an engine on a rank that had nothing to segment (every rank must call it once).
 
         Raises:
-            ValueError: if no case was segmented.
+            ValueError: if no case was segmented or recorded.
         """
-        if not self.rows:
+        if self.inputs is None:
+            rows = gather_in_order(self.rows)
+        else:
+            segmented = iter(gather_in_order(self.rows, len(pending(self.inputs))))
+            rows = [item[DONE_KEY] if DONE_KEY in item else next(segmented) for item in self.inputs]
+        if not is_main_process():
+            return
+        if not rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
-        write_case_table(self.rows, self.table_csv, self.table_json)
-        logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(self.rows), self.table_csv, self.table_json)
+        write_case_table(rows, self.table_csv, self.table_json)
+        if self.provenance is not None:
+            self.provenance.write_dataset_description()
+        logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(rows), self.table_csv, self.table_json)

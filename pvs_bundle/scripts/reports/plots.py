@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from scripts.io import atomic_write
+
+plt.switch_backend("Agg")  # no display needed (a call, not an import-time setting, so every import stays on top)
 
 
 def plot_history(history: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
