@@ -54,6 +54,9 @@ REAL_SIDECAR = """{
 REAL_DESCRIPTION_KEYS = ["Name", "BIDSVersion", "License", "Authors", "HowToAcknowledge", "Funding", "DatasetDOI"]
 IMAGE_RE = re.compile(r"sub-(\d{3})/anat/sub-\1_T2w\.(nii\.gz|json)")
 MASK_RE = re.compile(r"derivatives/mask/sub-(\d{3})/sub-\1_desc-mask_PVS\.(nii\.gz|json)")
+SEG_RE = re.compile(
+    r"derivatives/synthseg/(sub-(\d{3})/anat/sub-\2_desc-synthseg_dseg\.nii\.gz|dataset_description\.json)"
+)
 TOP_LEVEL = {"dataset_description.json", "participants.json", "participants.tsv", "README.txt", MARKER_NAME}
 
 
@@ -118,10 +121,10 @@ def test_layout_mirrors_ds005595_names(dataset: Path) -> None:
     subjects = [f"{i:03d}" for i in range(1, N_SUBJECTS + 1)]
     nested = sorted(f for f in files if "/" in f)
     assert set(files) - set(nested) == TOP_LEVEL
-    assert all(IMAGE_RE.fullmatch(f) or MASK_RE.fullmatch(f) for f in nested), nested
+    assert all(IMAGE_RE.fullmatch(f) or MASK_RE.fullmatch(f) or SEG_RE.fullmatch(f) for f in nested), nested
     assert sorted({m.group(1) for f in nested if (m := IMAGE_RE.fullmatch(f))}) == subjects
     assert sorted({m.group(1) for f in nested if (m := MASK_RE.fullmatch(f))}) == subjects
-    assert len(nested) == 4 * N_SUBJECTS
+    assert len(nested) == 5 * N_SUBJECTS + 1
     assert not (dataset / "derivatives" / "mask" / "dataset_description.json").exists()
 
 

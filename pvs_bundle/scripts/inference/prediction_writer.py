@@ -23,6 +23,8 @@ from monai.utils import ImageMetaKey, convert_to_numpy
 from scripts.evaluation.case_metrics import SUBJECT_KEY, write_case_table
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
+from scripts.measurement.measure import PVSMeasurement
+from scripts.measurement.regions import estimate_brain_mask
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
@@ -63,17 +65,27 @@ class PredictionWriter:
     datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
     (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
     (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
+    With a ``measurement`` stage, each case is also measured by it (census, regions, QC report; its brain mask gives
+    the burden's fraction); without one, the fraction is of the brain mask estimated from the head mask.
 
     Args:
         table_csv: path of the CSV table.
         table_json: path of the JSON table.
         save_probabilities: whether to write the probability maps (float32) beside the masks.
+        measurement: the measurement stage (:class:`scripts.measurement.measure.PVSMeasurement`), or None.
     """
 
-    def __init__(self, table_csv: str | Path, table_json: str | Path, save_probabilities: bool | str = False) -> None:
+    def __init__(
+        self,
+        table_csv: str | Path,
+        table_json: str | Path,
+        save_probabilities: bool | str = False,
+        measurement: PVSMeasurement | None = None,
+    ) -> None:
         self.table_csv = Path(table_csv)
         self.table_json = Path(table_json)
         self.save_probabilities = as_bool(save_probabilities, "save_probabilities")
+        self.measurement = measurement
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -85,6 +97,8 @@ class PredictionWriter:
     def reset(self, engine: Engine) -> None:
         """Forget the cases of a previous run."""
         self.rows = []
+        if self.measurement is not None:
+            self.measurement.reset()
 
     def write_iteration(self, engine: Engine) -> None:
         """Write every case of the batch just segmented."""
@@ -107,16 +121,21 @@ class PredictionWriter:
         reference = nib.load(source)
         mask = convert_to_numpy(item["pred"])[0] > 0.5
         head = convert_to_numpy(item["head"])[0] > 0.5
+        prob = convert_to_numpy(item["prob"])[0]
         save_like(mask.astype(np.uint8), reference, item["mask"])
         if self.save_probabilities:
-            save_like(convert_to_numpy(item["prob"])[0].astype(np.float32), reference, item["probseg"])
-        row = {SUBJECT_KEY: item["case"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
+            save_like(prob.astype(np.float32), reference, item["probseg"])
+        if self.measurement is not None:
+            burden = self.measurement.measure_case(item["case"], reference, source, mask, prob, head)
+        else:
+            burden = pvs_burden(mask, estimate_brain_mask(head, reference.affine), voxel_volume_mm3(reference.affine))
+        row = {SUBJECT_KEY: item["case"], **burden}
         logger.info(
-            "%s: %d PVS, %.1f mm³ (%.3f %% of the head mask) -> %s",
+            "%s: %d PVS, %.1f mm³ (volume fraction %.5f of the brain mask) -> %s",
             item["case"],
             row["pvs_count"],
             row["pvs_volume_mm3"],
-            100 * row["pvs_volume_fraction"],
+            row["pvs_volume_fraction"],
             item["mask"],
         )
         return row
@@ -130,4 +149,6 @@ class PredictionWriter:
         if not self.rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
         write_case_table(self.rows, self.table_csv, self.table_json)
+        if self.measurement is not None:
+            self.measurement.write()
         logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(self.rows), self.table_csv, self.table_json)
