@@ -251,10 +251,11 @@ def region_codes(labels: np.ndarray, regions: RegionMap, source: str | Path) -> 
 def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Estimate the intracranial mask from the head mask when there is no parcellation.
 
-    On a grid of about :data:`BRAIN_ESTIMATE_STEP_MM` (every n-th voxel), the head mask's holes are filled, it is
-    eroded by :data:`BRAIN_ESTIMATE_EROSION_MM` (which cuts the thin scalp and its bridges to the brain), its
-    largest component is kept and dilated back by the same amount, holes filled; the result, brought back to
-    the full grid, is intersected with the filled head mask. It removes the scalp that the head mask holds
+    On a grid of about :data:`BRAIN_ESTIMATE_STEP_MM` (every n-th voxel), the head mask is eroded by
+    :data:`BRAIN_ESTIMATE_EROSION_MM` (which removes the scalp, thinner than twice that, and its thin bridges to
+    the brain), its largest component is kept, dilated back by the same amount within the head mask and its holes
+    filled; the result, grown by one coarse voxel and brought back to the full grid (nearest coarse voxel), is
+    intersected with the head mask, and its largest component, holes filled, is the estimate. It removes the scalp that the head mask holds
     where the skull separates it; it is an estimate, not a skull stripping.
 
     Args:
@@ -267,7 +268,7 @@ def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
     head = np.asarray(head) > 0.5
     spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
     step = np.maximum(1, np.round(BRAIN_ESTIMATE_STEP_MM / spacing).astype(int))
-    coarse = ndimage.binary_fill_holes(head[:: step[0], :: step[1], :: step[2]])
+    coarse = head[:: step[0], :: step[1], :: step[2]]
     radius = np.maximum(1, np.round(BRAIN_ESTIMATE_EROSION_MM / (spacing * step)).astype(int))
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
     ball = sum((g / r) ** 2 for g, r in zip(grid, radius, strict=True)) <= 1
@@ -277,7 +278,11 @@ def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
         return ndimage.binary_fill_holes(head)
     largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     brain = ndimage.binary_fill_holes(ndimage.binary_dilation(largest, ball) & coarse)
-    full = np.zeros(head.shape, dtype=bool)
-    index = tuple(np.minimum(np.arange(n) // s, m - 1) for n, s, m in zip(head.shape, step, brain.shape, strict=True))
-    full[...] = brain[np.ix_(*index)]
-    return full & ndimage.binary_fill_holes(head)
+    brain = ndimage.binary_dilation(brain, ndimage.generate_binary_structure(3, 3))
+    index = tuple(
+        np.minimum(np.rint(np.arange(n) / s).astype(int), m - 1) for n, s, m in zip(head.shape, step, brain.shape, strict=True)
+    )
+    labels, count = ndimage.label(brain[np.ix_(*index)] & head)
+    if count == 0:
+        return ndimage.binary_fill_holes(head)
+    return ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
