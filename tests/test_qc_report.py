@@ -4,7 +4,6 @@ import csv
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -85,7 +84,7 @@ def test_census_and_region_tables(measured):
     assert {case: len(rows) for case, rows in by_case.items()} == {c: b["pvs_count"] for c, b in burden.items()}
     assert {r["region"] for r in by_case["sub-002"]} == {"unknown"}
     assert {r["region"] for r in by_case["sub-001"]} <= {"basal_ganglia", "cerebral_white_matter", "other", "outside"}
-    assert all(0.9 == float(r["prob_max"]) for r in census)
+    assert all(float(r["prob_max"]) == 0.9 for r in census)
     regions = list(csv.DictReader((out / "pvs_regions.csv").open()))
     assert list(regions[0]) == list(REGION_COLUMNS)
     first = [r for r in regions if r["case"] == "sub-001"]

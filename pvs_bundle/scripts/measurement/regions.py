@@ -255,8 +255,8 @@ def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
     :data:`BRAIN_ESTIMATE_EROSION_MM` (which removes the scalp, thinner than twice that, and its thin bridges to
     the brain), its largest component is kept, dilated back by the same amount within the head mask and its holes
     filled; the result, grown by one coarse voxel and brought back to the full grid (nearest coarse voxel), is
-    intersected with the head mask, and its largest component, holes filled, is the estimate. It removes the scalp that the head mask holds
-    where the skull separates it; it is an estimate, not a skull stripping.
+    intersected with the head mask, and its largest component, holes filled, is the estimate. It removes the scalp
+    that the head mask holds where the dark skull separates it; it is an estimate, not a skull stripping.
 
     Args:
         head: 3D binary head mask.
@@ -280,7 +280,8 @@ def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
     brain = ndimage.binary_fill_holes(ndimage.binary_dilation(largest, ball) & coarse)
     brain = ndimage.binary_dilation(brain, ndimage.generate_binary_structure(3, 3))
     index = tuple(
-        np.minimum(np.rint(np.arange(n) / s).astype(int), m - 1) for n, s, m in zip(head.shape, step, brain.shape, strict=True)
+        np.minimum(np.rint(np.arange(n) / s).astype(int), m - 1)
+        for n, s, m in zip(head.shape, step, brain.shape, strict=True)
     )
     labels, count = ndimage.label(brain[np.ix_(*index)] & head)
     if count == 0:
