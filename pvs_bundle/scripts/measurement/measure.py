@@ -112,12 +112,6 @@ class PVSMeasurement:
         self.window_mm = np.asarray(patch_size, dtype=np.float64) * np.asarray(pixdim, dtype=np.float64)
         self.reset()
 
-    @property
-    def outputs(self) -> list[Path]:
-        """Every file the stage writes (guarded against overwriting by the inference datalist)."""
-        paths = [self.census_csv, self.census_json, self.region_csv, self.region_json]
-        return paths + ([self.report_html] if self.report_html else [])
-
     def reset(self) -> None:
         """Forget the cases of a previous run."""
         self.census: list[dict[str, Any]] = []
