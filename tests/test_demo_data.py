@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import CONFIGS
 from scipy import ndimage
 
 from scripts.data.demo_data import (
@@ -26,9 +27,11 @@ from scripts.data.demo_data import (
     empty_subjects,
     ensure_demo_dataset,
     generate_dataset,
+    parcellation,
     synthesize_subject,
     tissue_labels,
 )
+from scripts.measurement.regions import region_codes, region_map
 
 SHAPE = (64, 80, 72)  # non-cubic, so axis mix-ups show
 TINY = (40, 48, 44)
@@ -54,6 +57,9 @@ REAL_SIDECAR = """{
 REAL_DESCRIPTION_KEYS = ["Name", "BIDSVersion", "License", "Authors", "HowToAcknowledge", "Funding", "DatasetDOI"]
 IMAGE_RE = re.compile(r"sub-(\d{3})/anat/sub-\1_T2w\.(nii\.gz|json)")
 MASK_RE = re.compile(r"derivatives/mask/sub-(\d{3})/sub-\1_desc-mask_PVS\.(nii\.gz|json)")
+SEG_RE = re.compile(
+    r"derivatives/synthseg/(sub-(\d{3})/anat/sub-\2_desc-synthseg_dseg\.nii\.gz|dataset_description\.json)"
+)
 TOP_LEVEL = {"dataset_description.json", "participants.json", "participants.tsv", "README.txt", MARKER_NAME}
 
 
@@ -118,10 +124,10 @@ def test_layout_mirrors_ds005595_names(dataset: Path) -> None:
     subjects = [f"{i:03d}" for i in range(1, N_SUBJECTS + 1)]
     nested = sorted(f for f in files if "/" in f)
     assert set(files) - set(nested) == TOP_LEVEL
-    assert all(IMAGE_RE.fullmatch(f) or MASK_RE.fullmatch(f) for f in nested), nested
+    assert all(IMAGE_RE.fullmatch(f) or MASK_RE.fullmatch(f) or SEG_RE.fullmatch(f) for f in nested), nested
     assert sorted({m.group(1) for f in nested if (m := IMAGE_RE.fullmatch(f))}) == subjects
     assert sorted({m.group(1) for f in nested if (m := MASK_RE.fullmatch(f))}) == subjects
-    assert len(nested) == 4 * N_SUBJECTS
+    assert len(nested) == 5 * N_SUBJECTS + 1
     assert not (dataset / "derivatives" / "mask" / "dataset_description.json").exists()
 
 
@@ -308,3 +314,17 @@ def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "ds" / MARKER_NAME).read_text())["shape"] == [40, 48, 44]
     assert nib.load(tmp_path / "ds" / "sub-001" / "anat" / "sub-001_T2w.nii.gz").shape == (40, 48, 44)
+
+
+def test_parcellation_puts_the_drawn_pvs_in_their_regions() -> None:
+    subject = synthesize_subject(2, seed=0, shape=SHAPE)
+    labels = parcellation(subject.warp, SHAPE)
+    assert labels.shape == SHAPE and labels.dtype == np.int16
+    regions = region_map(json.loads((CONFIGS / "inference.json").read_text())["regions"])
+    codes = region_codes(labels, regions, "demo")
+    expected = {"basal_ganglia": "basal_ganglia", "centrum_semiovale": "cerebral_white_matter"}
+    found = []
+    for tube in subject.tubes:
+        middle = (np.add(tube.start_mm, tube.end_mm) / 2 - subject.affine[:3, 3]) / np.diag(subject.affine)[:3]
+        found.append(regions.names[codes[tuple(np.rint(middle).astype(int))]] == expected[tube.region])
+    assert len(found) >= 10 and np.mean(found) >= 0.9

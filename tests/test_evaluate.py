@@ -221,6 +221,12 @@ def test_evaluating_writes_metrics_tables_figure_and_predictions_of_the_test_spl
     ]
     assert (output_dir / "training_history.json").read_bytes() == history
     assert not (output_dir / "training_history.png").exists()
+    census = json.loads((output_dir / "test_pvs_census.json").read_text())
+    for case in test_ids:  # one row per predicted PVS, numbered from 1 in each case
+        ids = [row["pvs_id"] for row in census if row["case"] == case]
+        assert ids == list(range(1, len(ids) + 1))
+    assert {row["case"] for row in census} <= set(test_ids)
+    assert all(row["region"] == "unknown" and row["volume_mm3"] > 0 for row in census)
 
 
 def test_default_run_id_evaluates_from_the_repository_root(trained, tmp_path):

@@ -106,10 +106,14 @@ def test_masks_agree_whatever_the_storage_order(oriented_run):
 def test_table_matches_the_written_masks(oriented_run):
     inputs, outputs, _ = oriented_run
     rows = list(csv.DictReader((outputs / "pvs_burden.csv").open()))
-    assert list(rows[0]) == ["subject", *BURDEN_COLUMNS]
+    assert list(rows[0]) == ["subject", *BURDEN_COLUMNS, "brain_from_parcellation"]
     assert sorted(r["subject"] for r in rows) == ["lps", "ras", "sra"]
     assert json.loads((outputs / "pvs_burden.json").read_text()) == [
-        {k: (int(v) if k == "pvs_count" else v if k == "subject" else float(v)) for k, v in r.items()} for r in rows
+        {
+            k: (int(v) if k in ("pvs_count", "brain_from_parcellation") else v if k == "subject" else float(v))
+            for k, v in r.items()
+        }
+        for r in rows
     ]
     for row in rows:
         name = "sra.nii" if row["subject"] == "sra" else f"{row['subject']}.nii.gz"
@@ -119,10 +123,11 @@ def test_table_matches_the_written_masks(oriented_run):
         assert int(row["pvs_count"]) == count > 1
         assert math.isclose(float(row["pvs_volume_mm3"]), mask.sum() * voxel, rel_tol=1e-6)
         assert math.isclose(float(row["largest_pvs_mm3"]), np.bincount(labels.ravel())[1:].max() * voxel, rel_tol=1e-6)
-        assert 0 < float(row["pvs_volume_mm3"]) < float(row["head_volume_mm3"]) < np.prod(SHAPE) * voxel
+        assert 0 < float(row["pvs_volume_mm3"]) < float(row["brain_volume_mm3"]) < np.prod(SHAPE) * voxel
         assert math.isclose(
-            float(row["pvs_volume_fraction"]), float(row["pvs_volume_mm3"]) / float(row["head_volume_mm3"])
+            float(row["pvs_volume_fraction"]), float(row["pvs_volume_mm3"]) / float(row["brain_volume_mm3"])
         )
+        assert row["brain_from_parcellation"] == "0"
         assert nib.load(str(inputs / name)).shape[:3] == mask.shape
 
 
@@ -293,18 +298,18 @@ def test_pvs_burden_of_a_known_mask():
     mask = np.zeros((6, 7, 8), dtype=np.uint8)
     mask[0:2, 0:2, 0:2] = 1  # 8 voxels
     mask[4, 4, 4] = mask[5, 5, 5] = 1  # corner neighbours: one PVS with 26-connectivity
-    head = np.ones_like(mask)
-    head[:, :, 7] = 0
-    burden = pvs_burden(mask, head, voxel_mm3=0.5)
+    brain = np.ones_like(mask)
+    brain[:, :, 7] = 0
+    burden = pvs_burden(mask, brain, voxel_mm3=0.5)
     assert burden == {
         "pvs_count": 2,
         "pvs_volume_mm3": 5.0,
         "largest_pvs_mm3": 4.0,
-        "head_volume_mm3": 6 * 7 * 7 * 0.5,
+        "brain_volume_mm3": 6 * 7 * 7 * 0.5,
         "pvs_volume_fraction": 5.0 / (6 * 7 * 7 * 0.5),
     }
     assert math.isnan(pvs_burden(mask, np.zeros_like(mask), 0.5)["pvs_volume_fraction"])
-    assert pvs_burden(np.zeros_like(mask), head, 0.5)["largest_pvs_mm3"] == 0.0
+    assert pvs_burden(np.zeros_like(mask), brain, 0.5)["largest_pvs_mm3"] == 0.0
 
 
 def test_voxel_volume_from_a_permuted_anisotropic_affine():

@@ -13,6 +13,16 @@ Layout written (names exactly as in ds005595)::
     dataset_description.json  participants.json  participants.tsv  README.txt
     sub-001/anat/sub-001_T2w.nii.gz (+ .json sidecar)
     derivatives/mask/sub-001/sub-001_desc-mask_PVS.nii.gz (+ .json sidecar)
+    derivatives/synthseg/dataset_description.json
+    derivatives/synthseg/sub-001/anat/sub-001_desc-synthseg_dseg.nii.gz
+
+The parcellation (not part of ds005595) is in FreeSurferColorLUT numbers, like SynthSeg's output: the template's
+tissue classes split by hemisphere (cerebral white matter 2/41, cortex 3/42, CSF 24); the grey and white matter of
+the box where basal ganglia PVS are drawn, grown by 6 mm, is putamen 12/51 (so the demo's regions match how its
+PVS were drawn); grey matter in boxes in MNI space is thalamus 10/49 and hippocampus 17/53; the cerebellum (7/46,
+8/47) and brainstem (16) lie below. It is coarse anatomy for exercising the regional
+measurements end to end, not a real segmentation. Writing it does not change the images and masks: a seed gives
+the same bytes as before it existed.
 
 Command line (from ``pvs_bundle/``)::
 
@@ -61,7 +71,10 @@ TISSUE_LABELS = {"csf": 1, "gm": 2, "wm": 3}
 """Classes returned by :func:`tissue_labels`; 0 is outside the brain."""
 MARKER_NAME = ".pvs_demo_complete.json"
 DEMO_NAME = "Synthetic perivascular space demo dataset mirroring OpenNeuro ds005595 (not real data)"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+"""2: adds the parcellation under derivatives/synthseg (images and masks unchanged)."""
+PARCELLATION_DIR = "derivatives/synthseg"
+PARCELLATION_SUFFIX = "_desc-synthseg_dseg.nii.gz"
 
 _INTENSITY = {"csf": 1000.0, "gm": 560.0, "wm": 340.0, "skull": 40.0, "scalp": 480.0}
 _CONTROL_SPACING_MM = 20.0
@@ -77,6 +90,13 @@ _BG_MARGIN_MM = 8.0
 _MAX_BATCHES = 40
 _SLAB = 16
 _SUBJECT_PATTERN = re.compile(r"sub-\d+")
+_DEEP_GREY_BOXES_MM: tuple[tuple[int, int, tuple[tuple[float, float], ...]], ...] = (
+    (10, 49, ((2.0, 22.0), (-38.0, -19.0), (-4.0, 18.0))),
+    (17, 53, ((18.0, 40.0), (-42.0, -8.0), (-28.0, -15.0))),
+)
+"""(left label, right label, (|x|, y, z) MNI ranges): grey matter inside becomes thalamus, hippocampus."""
+_PUTAMEN_MARGIN_MM = 6.0
+"""Margin around :data:`BASAL_GANGLIA_BOX_MM` whose grey and white matter become putamen (12/51)."""
 _PARTICIPANTS_JSON = {
     "participant_id": {
         "Description": "Unique identifier for each participant.",
@@ -270,6 +290,23 @@ def tissue_labels(warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE) -> np.nd
     return _sample_template(template.labels, template.world_to_voxel, warp, _checked_shape(shape), order=0)
 
 
+def parcellation(warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE) -> np.ndarray:
+    """A coarse parcellation in FreeSurferColorLUT numbers in a subject's grid (see the module docstring).
+
+    Args:
+        warp: the subject's transform, from :attr:`SyntheticSubject.warp`.
+        shape: the grid shape the subject was generated with.
+
+    Returns:
+        An int16 label volume of ``shape``.
+
+    Raises:
+        ValueError: if ``shape`` is not three positive ints.
+    """
+    template = _template()
+    return _sample_template(_template_parcellation(), template.world_to_voxel, warp, _checked_shape(shape), order=0)
+
+
 def generate_dataset(
     out_dir: str | os.PathLike[str],
     n_subjects: int = 16,
@@ -303,6 +340,7 @@ def generate_dataset(
     _write_text(root / "dataset_description.json", json.dumps(_dataset_description(), indent=4))
     _write_text(root / "README.txt", _README)
     _write_text(root / "participants.json", json.dumps(_PARTICIPANTS_JSON, indent=4))
+    _write_text(root / PARCELLATION_DIR / "dataset_description.json", json.dumps(_parcellation_description(), indent=4))
     empty = empty_subjects(n_subjects, seed)
     rows = ["participant_id\tage\tsex"]
     for number in range(1, n_subjects + 1):
@@ -310,6 +348,12 @@ def generate_dataset(
         sid = subject.subject_id
         _write_nifti(root / sid / "anat" / f"{sid}_T2w.nii.gz", subject.image, subject.affine)
         _write_nifti(root / "derivatives" / "mask" / sid / f"{sid}_desc-mask_PVS.nii.gz", subject.mask, subject.affine)
+        _write_nifti(
+            root / PARCELLATION_DIR / sid / "anat" / f"{sid}{PARCELLATION_SUFFIX}",
+            parcellation(subject.warp, params["shape"]),
+            subject.affine,
+            sidecar=False,
+        )
         rows.append("\t".join([sid, *_participant(seed, number)]))
         logger.debug("%s: %d PVS in the field of view", sid, len(subject.tubes))
     _write_text(root / "participants.tsv", "\r\n".join(rows))
@@ -440,6 +484,39 @@ def _template() -> _Template:
     t2 = csf * i["csf"] + gm * i["gm"] + wm * i["wm"] + (1.0 - brain_fraction) * shell
     labels = np.where(brain_fraction >= 0.5, np.argmax(np.stack([csf, gm, wm]), axis=0) + 1, 0).astype(np.uint8)
     return _Template(np.linalg.inv(t1.affine), t2.astype(np.float32), gm, wm, labels)
+
+
+@functools.lru_cache(maxsize=1)
+def _template_parcellation() -> np.ndarray:
+    """The template's tissue classes as FreeSurferColorLUT labels on the 1 mm MNI grid, built once per process."""
+    template = _template()
+    index = np.indices(template.labels.shape, dtype=np.float32)
+    voxel_to_world = np.linalg.inv(template.world_to_voxel)
+    x, y, z = (sum(voxel_to_world[a, b] * index[b] for b in range(3)) + voxel_to_world[a, 3] for a in range(3))
+    left = x < 0
+    classes = template.labels
+    out = np.zeros(classes.shape, dtype=np.int16)
+    out[classes == TISSUE_LABELS["csf"]] = 24
+    out[classes == TISSUE_LABELS["wm"]] = np.where(left, 2, 41)[classes == TISSUE_LABELS["wm"]]
+    grey = classes == TISSUE_LABELS["gm"]
+    out[grey] = np.where(left, 3, 42)[grey]
+    grown = tuple((lo - _PUTAMEN_MARGIN_MM, hi + _PUTAMEN_MARGIN_MM) for lo, hi in BASAL_GANGLIA_BOX_MM)
+    putamen = (grey | (classes == TISSUE_LABELS["wm"])) & _in_box(np.abs(x), y, z, grown)
+    out[putamen] = np.where(left, 12, 51)[putamen]
+    for left_label, right_label, box in _DEEP_GREY_BOXES_MM:
+        inside = grey & _in_box(np.abs(x), y, z, box)
+        out[inside] = np.where(left, left_label, right_label)[inside]
+    hindbrain = (classes > 0) & (z < -18) & (y < -30)
+    out[hindbrain & (np.abs(x) >= 8)] = np.where(left, np.where(grey, 8, 7), np.where(grey, 47, 46))[
+        hindbrain & (np.abs(x) >= 8)
+    ]
+    out[hindbrain & (np.abs(x) < 8)] = 16
+    return out
+
+
+def _in_box(x: np.ndarray, y: np.ndarray, z: np.ndarray, box: tuple[tuple[float, float], ...]) -> np.ndarray:
+    (x0, x1), (y0, y1), (z0, z1) = box
+    return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1) & (z >= z0) & (z <= z1)
 
 
 def _axis_weights(coords: np.ndarray, axis: int) -> np.ndarray:
@@ -718,8 +795,17 @@ def _sidecar(header: nib.Nifti1Header) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write ``path`` (.nii.gz, gzip mtime 0 for reproducible bytes) and its JSON sidecar."""
+def _parcellation_description() -> dict:
+    return {
+        "Name": "Synthetic parcellation of the pvs_bundle demo dataset (FreeSurferColorLUT labels, not real data)",
+        "BIDSVersion": "1.2.1",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "pvs_bundle scripts.data.demo_data", "Version": str(GENERATOR_VERSION)}],
+    }
+
+
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, sidecar: bool = True) -> None:
+    """Write ``path`` (.nii.gz, gzip mtime 0 for reproducible bytes) and, unless told not to, its JSON sidecar."""
     image = nib.Nifti1Image(data.astype(np.int16), affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
@@ -728,6 +814,8 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     raw = image.to_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
+    if not sidecar:
+        return
     _write_text(
         path.with_name(path.name.removesuffix(".nii.gz") + ".json"), _sidecar(nib.Nifti1Image.from_bytes(raw).header)
     )
@@ -764,7 +852,7 @@ def _prepare_root(root: Path, overwrite: bool) -> None:
             "choose an empty or new directory, or pass overwrite=True to write into it."
         )
     (root / MARKER_NAME).unlink(missing_ok=True)
-    for parent in (root, root / "derivatives" / "mask"):
+    for parent in (root, root / "derivatives" / "mask", root / PARCELLATION_DIR):
         if parent.is_dir():
             for child in parent.iterdir():
                 if child.is_dir() and _SUBJECT_PATTERN.fullmatch(child.name):

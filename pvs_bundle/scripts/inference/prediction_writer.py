@@ -28,6 +28,8 @@ from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import DONE_KEY, pending
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
+from scripts.measurement.measure import PVSMeasurement
+from scripts.measurement.regions import estimate_brain_mask
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
@@ -68,7 +70,9 @@ class PredictionWriter:
     datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
     (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
     (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON, with the
-    recorded rows of the inputs skipped by ``--skip_existing`` in their place.
+    recorded rows of the inputs skipped by ``--skip_existing`` in their place. With a ``measurement`` stage, each
+    case segmented is also measured by it (census, regions, QC report; its brain mask gives the burden's fraction);
+    without one, the fraction is of the brain mask estimated from the head mask.
 
     Args:
         table_csv: path of the CSV table.
@@ -77,6 +81,7 @@ class PredictionWriter:
         provenance: writes each mask's BIDS sidecar and the output folder's ``dataset_description.json``.
         inputs: every input of the run (:func:`scripts.inference.inference_inputs.inference_datalist`), skipped
             ones included, giving the table's order; None: the cases segmented, in the order segmented.
+        measurement: the measurement stage (:class:`scripts.measurement.measure.PVSMeasurement`), or None.
     """
 
     def __init__(
@@ -86,12 +91,14 @@ class PredictionWriter:
         save_probabilities: bool | str = False,
         provenance: Provenance | None = None,
         inputs: Sequence[Mapping[str, Any]] | None = None,
+        measurement: PVSMeasurement | None = None,
     ) -> None:
         self.table_csv = Path(table_csv)
         self.table_json = Path(table_json)
         self.save_probabilities = as_bool(save_probabilities, "save_probabilities")
         self.provenance = provenance
         self.inputs = None if inputs is None else list(inputs)
+        self.measurement = measurement
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -103,6 +110,8 @@ class PredictionWriter:
     def reset(self, engine: Engine) -> None:
         """Forget the cases of a previous run."""
         self.rows = []
+        if self.measurement is not None:
+            self.measurement.reset()
 
     def write_iteration(self, engine: Engine) -> None:
         """Write every case of the batch just segmented."""
@@ -125,18 +134,23 @@ class PredictionWriter:
         reference = nib.load(source)
         mask = convert_to_numpy(item["pred"])[0] > 0.5
         head = convert_to_numpy(item["head"])[0] > 0.5
+        prob = convert_to_numpy(item["prob"])[0]
         save_like(mask.astype(np.uint8), reference, item["mask"])
         if self.save_probabilities:
-            save_like(convert_to_numpy(item["prob"])[0].astype(np.float32), reference, item["probseg"])
-        row = {SUBJECT_KEY: item["case"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
+            save_like(prob.astype(np.float32), reference, item["probseg"])
+        if self.measurement is not None:
+            burden = self.measurement.measure_case(item["case"], reference, source, mask, prob, head)
+        else:
+            burden = pvs_burden(mask, estimate_brain_mask(head, reference.affine), voxel_volume_mm3(reference.affine))
+        row = {SUBJECT_KEY: item["case"], **burden}
         if self.provenance is not None:
             self.provenance.write_sidecar(source, item["mask"], row)
         logger.info(
-            "%s: %d PVS, %.1f mm³ (%.3f %% of the head mask) -> %s",
+            "%s: %d PVS, %.1f mm³ (volume fraction %.5f of the brain mask) -> %s",
             item["case"],
             row["pvs_count"],
             row["pvs_volume_mm3"],
-            100 * row["pvs_volume_fraction"],
+            row["pvs_volume_fraction"],
             item["mask"],
         )
         return row
@@ -154,11 +168,15 @@ class PredictionWriter:
         else:
             segmented = iter(gather_in_order(self.rows, len(pending(self.inputs))))
             rows = [item[DONE_KEY] if DONE_KEY in item else next(segmented) for item in self.inputs]
+        if self.measurement is not None:
+            self.measurement.gather(None if self.inputs is None else len(pending(self.inputs)))
         if not is_main_process():
             return
         if not rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
         write_case_table(rows, self.table_csv, self.table_json)
+        if self.measurement is not None:
+            self.measurement.write()
         if self.provenance is not None:
             self.provenance.write_dataset_description()
         logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(rows), self.table_csv, self.table_json)

@@ -1,4 +1,4 @@
-"""PVS burden of one predicted mask: count, total and largest volume, and fraction of the head.
+"""PVS burden of one predicted mask: count, total and largest volume, and fraction of the brain (intracranial) volume.
 
 All figures are computed in the input's own grid (the grid the mask is written in), with its voxel volume:
 
@@ -6,11 +6,11 @@ All figures are computed in the input's own grid (the grid the mask is written i
   PVS (:func:`scripts.evaluation.detection.label_components`); no minimum size.
 - ``pvs_volume_mm3``: mask voxels x voxel volume.
 - ``largest_pvs_mm3``: volume of the largest component (0 when there is none).
-- ``head_volume_mm3``: volume of the head mask: the voxels whose normalised intensity (the preprocessed image,
-  mapped back to the input grid) is at least the foreground threshold that the preprocessing's foreground crop
-  uses (0.05 of the 0.5-99.5 percentile range by default). It holds the brain, the CSF and the brighter
-  extra-cranial tissue; it is not a skull-stripped brain mask.
-- ``pvs_volume_fraction``: ``pvs_volume_mm3 / head_volume_mm3`` (NaN when the head mask is empty).
+- ``brain_volume_mm3``: volume of the intracranial (brain) mask: every non-zero label of the case's parcellation
+  when there is one (:mod:`scripts.measurement.regions`), else the estimate of
+  :func:`scripts.measurement.regions.estimate_brain_mask` from the preprocessing's head mask.
+- ``pvs_volume_fraction``: ``pvs_volume_mm3 / brain_volume_mm3``, a fraction (not a percentage; NaN when the brain
+  mask is empty).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ BURDEN_COLUMNS: tuple[str, ...] = (
     "pvs_count",
     "pvs_volume_mm3",
     "largest_pvs_mm3",
-    "head_volume_mm3",
+    "brain_volume_mm3",
     "pvs_volume_fraction",
 )
 
@@ -46,12 +46,12 @@ def voxel_volume_mm3(affine: np.ndarray) -> float:
     return volume
 
 
-def pvs_burden(mask: np.ndarray, head: np.ndarray, voxel_mm3: float) -> dict[str, float]:
+def pvs_burden(mask: np.ndarray, brain: np.ndarray, voxel_mm3: float) -> dict[str, float]:
     """Compute the PVS burden of one case (see the module docstring).
 
     Args:
         mask: 3D PVS mask or probabilities (voxels >= 0.5 are PVS, :mod:`scripts.evaluation.masks`).
-        head: 3D binary head mask with the same shape (voxels >= 0.5 are head).
+        brain: 3D binary brain (intracranial) mask with the same shape (voxels >= 0.5 are brain).
         voxel_mm3: the volume of one voxel in mm³.
 
     Returns:
@@ -60,17 +60,17 @@ def pvs_burden(mask: np.ndarray, head: np.ndarray, voxel_mm3: float) -> dict[str
     Raises:
         ValueError: if the masks are not 3D or differ in shape.
     """
-    mask, head = prediction_mask(mask), prediction_mask(head)
-    if mask.shape != head.shape:
-        raise ValueError(f"mask and head must have the same shape, not {mask.shape} and {head.shape}.")
+    mask, brain = prediction_mask(mask), prediction_mask(brain)
+    if mask.shape != brain.shape:
+        raise ValueError(f"mask and brain must have the same shape, not {mask.shape} and {brain.shape}.")
     labels, count = label_components(mask)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     pvs_mm3 = int(sizes.sum()) * voxel_mm3
-    head_mm3 = int(np.count_nonzero(head)) * voxel_mm3
+    brain_mm3 = int(np.count_nonzero(brain)) * voxel_mm3
     return {
         "pvs_count": count,
         "pvs_volume_mm3": pvs_mm3,
         "largest_pvs_mm3": int(sizes.max(initial=0)) * voxel_mm3,
-        "head_volume_mm3": head_mm3,
-        "pvs_volume_fraction": pvs_mm3 / head_mm3 if head_mm3 > 0 else math.nan,
+        "brain_volume_mm3": brain_mm3,
+        "pvs_volume_fraction": pvs_mm3 / brain_mm3 if brain_mm3 > 0 else math.nan,
     }
