@@ -223,7 +223,7 @@ def test_existing_mask_is_never_overwritten_silently(tmp_path, model_file):
     refused = infer(*args)
     assert refused.returncode != 0
     assert f"already exist and would be overwritten: {existing}" in refused.stderr
-    assert "Pass --overwrite true to replace them" in refused.stderr
+    assert "--overwrite true to replace them" in refused.stderr and "--skip_existing true" in refused.stderr
     assert existing.read_bytes() == b"an earlier result"
     replaced = infer(*args, "--overwrite", "true")
     assert replaced.returncode == 0, output(replaced)
