@@ -32,7 +32,7 @@ def parcellation(shape):
     """Left / right white matter, a putamen block in the middle, label 999 (not in the map) in one corner."""
     labels = np.zeros(shape, dtype=np.int16)
     labels[4:-4, 4:-4, 4:-4] = 2
-    labels[shape[0] // 2 :, 4:-4, 4:-4] = 41
+    labels[shape[0] // 2 : -4, 4:-4, 4:-4] = 41
     labels[14:26, 16:32, 4:-4] = 12
     labels[4:8, 4:8, 4:8] = 999
     return labels

@@ -27,6 +27,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from scripts.data.transforms import as_volume_index
 from scripts.distributed import gather_in_order
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
@@ -83,6 +84,7 @@ class PVSMeasurement:
         parcellation_files: case id (output stem, e.g. ``sub-001``) -> parcellation file.
         patch_size: the sliding window in voxels of ``pixdim``, for the ``too_small`` flag.
         pixdim: the network's voxel size in mm.
+        volume_index: the volume segmented in 4D inputs (drawn in the report; None: the first).
 
     Raises:
         ValueError: if the region map is invalid or a listed parcellation file does not exist.
@@ -100,6 +102,7 @@ class PVSMeasurement:
         parcellation_files: Mapping[str, str | Path] | None = None,
         patch_size: Sequence[int] = (96, 96, 96),
         pixdim: Sequence[float] = (0.8, 0.8, 0.8),
+        volume_index: int | str | None = None,
     ) -> None:
         self.regions = region_map(regions)
         self.census_csv, self.census_json = Path(census_csv), Path(census_json)
@@ -111,6 +114,7 @@ class PVSMeasurement:
         if missing:
             raise ValueError(f"parcellation_files must exist, not {missing} (no such file).")
         self.window_mm = np.asarray(patch_size, dtype=np.float64) * np.asarray(pixdim, dtype=np.float64)
+        self.volume_index = as_volume_index(volume_index) or 0
         self.reset()
 
     def reset(self) -> None:
@@ -224,7 +228,8 @@ class PVSMeasurement:
         origin: str,
     ) -> dict[str, Any]:
         """What the report shows of one case; only the figure (a PNG) is kept, not the volumes."""
-        image = np.asarray(reference.dataobj, dtype=np.float32).reshape(reference.shape[:3])
+        data = reference.dataobj[..., self.volume_index] if len(reference.shape) == 4 else reference.dataobj
+        image = np.asarray(data, dtype=np.float32).reshape(reference.shape[:3])
         overlay = [
             (n, codes == self.regions.names.index(n))
             for n in OVERLAY_REGIONS

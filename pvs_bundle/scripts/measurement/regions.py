@@ -203,7 +203,13 @@ def parcellation_in_grid(
         resampled = labels
     else:
         resampled = ndimage.affine_transform(
-            labels, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=shape, order=0, mode="constant", cval=0
+            labels,
+            voxel_map[:3, :3],
+            offset=voxel_map[:3, 3],
+            output_shape=shape,
+            order=0,
+            mode="grid-constant",
+            cval=0,
         )
     if labels.any() and not resampled.any():
         raise ValueError(
