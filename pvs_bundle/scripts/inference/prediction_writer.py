@@ -20,12 +20,15 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-from scripts.evaluation.case_metrics import SUBJECT_KEY, write_case_table
+from scripts.evaluation.case_metrics import write_case_table
+from scripts.inference.inference_inputs import ENTITY_COLUMNS
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
+
+ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), "image")
 
 
 def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:
@@ -60,9 +63,10 @@ class PredictionWriter:
 
     Attach to the inference evaluator. Per item, the postprocessing must leave the binary mask under ``pred``,
     the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
-    datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
-    (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
-    (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
+    datalist item gives the output paths under ``mask`` and ``probseg``, the case name under ``case`` and the
+    input's BIDS entities under ``row`` (see :func:`scripts.inference.inference_inputs.inference_datalist`). When
+    the run completes, one row per case (:data:`ID_COLUMNS`, then
+    :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON.
 
     Args:
         table_csv: path of the CSV table.
@@ -110,7 +114,7 @@ class PredictionWriter:
         save_like(mask.astype(np.uint8), reference, item["mask"])
         if self.save_probabilities:
             save_like(convert_to_numpy(item["prob"])[0].astype(np.float32), reference, item["probseg"])
-        row = {SUBJECT_KEY: item["case"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
+        row = {**item["row"], **pvs_burden(mask, head, voxel_volume_mm3(reference.affine))}
         logger.info(
             "%s: %d PVS, %.1f mm³ (%.3f %% of the head mask) -> %s",
             item["case"],
@@ -129,5 +133,16 @@ class PredictionWriter:
         """
         if not self.rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
-        write_case_table(self.rows, self.table_csv, self.table_json)
-        logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(self.rows), self.table_csv, self.table_json)
+        write_case_table(self.rows, self.table_csv, self.table_json, id_columns=ID_COLUMNS)
+        counts = sorted(row["pvs_count"] for row in self.rows)
+        logger.info(
+            "Segmented %d case(s): median %d PVS (range %d-%d). Wrote %d mask(s) under %s and the PVS table %s, %s.",
+            len(self.rows),
+            counts[len(counts) // 2],
+            counts[0],
+            counts[-1],
+            len(self.rows),
+            self.table_csv.parent,
+            self.table_csv,
+            self.table_json,
+        )
