@@ -6,14 +6,15 @@ evaluate ConfigExpression …``), so the bundle's own message would sit inside a
 installs :func:`excepthook`: an uncaught exception ends the run with its innermost :class:`BundleError` (else the
 innermost exception of the chain: the one that says what went wrong) as one line on stderr,
 ``pvs_bundle: error: <message>``, and a non-zero exit code; the full traceback goes to a log file, named on the
-line after, and to stderr only with ``--debug true`` on the command line. :func:`configure`, called first by
+line before, and to stderr only with ``--debug true`` on the command line. :func:`configure`, called first by
 each workflow's ``initialize``, puts that log in the run's ``output_dir``.
 
-:func:`quiet` filters the warnings and log lines that say nothing to a user of this bundle: MONAI's notice that
-configs execute code (the README says so once), FutureWarnings of the libraries, the TracerWarnings of a traced
-export (the network is traced with a fixed-size input and its checks are shape-independent; the export test
-compares the traced model's output with the eager one), ignite's "resuming from iteration 0, epoch 0" on a fresh
-run and MONAI's "Got new best metric" while evaluating a finished model.
+:func:`quiet` and :func:`configure` filter the warnings and log lines that say nothing to a user of this bundle:
+FutureWarnings of the libraries, the TracerWarnings of a traced export (the network is traced with a fixed-size
+input and its checks are shape-independent; the export test compares the traced model's output with the eager
+one), ignite's "resuming from iteration 0, epoch 0" on a fresh
+run and MONAI's "Got new best metric" while evaluating a finished model. MONAI's notice that a config file is code
+is printed before any bundle code runs; ``PYTHONWARNINGS="ignore::UserWarning:monai.bundle.scripts"`` hides it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ import sys
 import tempfile
 import traceback
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+logger = logging.getLogger("pvs_bundle")
 
 PREFIX = "pvs_bundle: error: "
 LOG_NAME = "pvs_bundle_error.log"
@@ -91,14 +96,25 @@ def install() -> None:
     quiet()
 
 
-def configure(output_dir: str | Path, log_best_metric: bool = True) -> None:
-    """Set up a workflow's console and error log (called first by ``initialize``).
+def workflow_name(argv: list[str] | None = None) -> str:
+    """The workflow being run, as the command line names it (``run inferring`` -> ``inferring``), or "run"."""
+    args = sys.argv if argv is None else argv
+    if "run" in args[1:2] and len(args) > 2 and not args[2].startswith("-"):
+        return args[2]
+    return "run"
+
+
+def configure(output_dir: str | Path, log_best_metric: bool = True, plan: Mapping[str, Any] | None = None) -> None:
+    """Set up a workflow's console and error log, and say what it will do (called first by ``initialize``).
 
     Args:
         output_dir: a failed run writes its traceback to ``output_dir/pvs_bundle_error.log``.
         log_best_metric: whether MONAI's "Got new best metric" lines are shown (not while evaluating a model).
+        plan: what the workflow reads and writes (e.g. ``{"data": …, "model": …, "outputs": …}``), logged first.
     """
     _settings["log_dir"] = Path(output_dir).expanduser()
+    if plan:
+        logger.info("%s: %s.", workflow_name(), "; ".join(f"{k} {v}" for k, v in plan.items()))
     drop = ["Engine run resuming from iteration 0, epoch 0 "]
     if not log_best_metric:
         drop.append("Got new best metric of ")
@@ -121,9 +137,7 @@ class _DropMessages(logging.Filter):
 
 def quiet() -> None:
     """Filter the warnings and log lines listed in the module docstring."""
-    warnings.filterwarnings("ignore", message=".*(configs|config files?) (are|is) code.*", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         from torch.jit import TracerWarning
     except ImportError:  # pragma: no cover - every supported torch has it
