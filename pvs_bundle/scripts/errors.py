@@ -7,7 +7,8 @@ installs :func:`excepthook`: an uncaught exception ends the run with its innermo
 innermost exception of the chain: the one that says what went wrong) as one line on stderr,
 ``pvs_bundle: error: <message>``, and a non-zero exit code; the full traceback goes to a log file, named on the
 line before, and to stderr only with ``--debug true`` on the command line. :func:`configure`, called first by
-each workflow's ``initialize``, puts that log in the run's ``output_dir``.
+each workflow's ``initialize``, puts that log in the run's ``output_dir`` when the folder exists (a run that
+fails before writing anything leaves no folder behind; its log goes to the system's temporary folder).
 
 :func:`quiet` and :func:`configure` filter the warnings and log lines that say nothing to a user of this bundle:
 FutureWarnings of the libraries, the TracerWarnings of a traced export (the network is traced with a fixed-size
@@ -78,9 +79,9 @@ def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackTyp
         sys.__excepthook__(kind, error, tb)
         return
     full = "".join(traceback.format_exception(kind, error, tb))
-    log = _settings["log_dir"] / LOG_NAME
+    folder = _settings["log_dir"]
+    log = (folder if folder.is_dir() else Path(tempfile.gettempdir())) / LOG_NAME
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(full)
         where = f"full traceback in {log}, or rerun with --debug true"
     except OSError:
@@ -108,7 +109,7 @@ def configure(output_dir: str | Path, log_best_metric: bool = True, plan: Mappin
     """Set up a workflow's console and error log, and say what it will do (called first by ``initialize``).
 
     Args:
-        output_dir: a failed run writes its traceback to ``output_dir/pvs_bundle_error.log``.
+        output_dir: a failed run writes its traceback to ``output_dir/pvs_bundle_error.log`` (if the folder exists).
         log_best_metric: whether MONAI's "Got new best metric" lines are shown (not while evaluating a model).
         plan: what the workflow reads and writes (e.g. ``{"data": …, "model": …, "outputs": …}``), logged first.
     """
