@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS, run_bundle, write_nifti
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from inference_helpers import SHAPE, infer, output, ras_affine
 from monai.bundle import ConfigParser
 
@@ -130,8 +130,8 @@ def test_best_model_saver_writes_the_settings_beside_the_weights(tmp_path):
     settings = demo_settings()
     saver = BestModelSaver(tmp_path / "model.pt", network, settings=settings)
     engine = Engine(lambda engine, batch: None)
+    engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "best_metric_epoch", 1))
     saver.attach(engine)
-    engine.state.best_metric_epoch = 1
     engine.run([0], max_epochs=1)
     state = torch.load(tmp_path / "model.pt", weights_only=True)  # still a plain state dict
     assert set(state) == {"weight", "bias"}
