@@ -156,9 +156,11 @@ def test_other_contrasts_are_refused_unless_allowed(tmp_path):
     assert [i["row"]["subject"] for i in items] == ["scan7", "sub-101", "sub-101", "sub-102"]
 
 
-def test_missing_dataset_ends_with_the_bundles_message_and_a_log(tmp_path, demo_model):
+def test_missing_dataset_ends_with_the_bundles_message_and_a_log(tmp_path):
+    legacy_model = tmp_path / "model.pt"  # exists, and has no settings to check: the dataset is what is missing
+    legacy_model.write_bytes(b"weights")
     args = ["--input_dir", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out")]
-    proc = infer(*args, "--model_file", str(demo_model))
+    proc = infer(*args, "--model_file", str(legacy_model))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(f"{PREFIX}input_dir {tmp_path / 'absent'} does not exist: pass --input_dir")
