@@ -6,9 +6,11 @@ evaluate ConfigExpression …``), so the bundle's own message would sit inside a
 installs :func:`excepthook`: an uncaught exception ends the run with its innermost :class:`BundleError` (else the
 innermost exception of the chain: the one that says what went wrong) as one line on stderr,
 ``pvs_bundle: error: <message>``, and a non-zero exit code; the full traceback goes to a log file, named on the
-line before, and to stderr only with ``--debug true`` on the command line. :func:`configure`, called first by
-each workflow's ``initialize``, puts that log in the run's ``output_dir`` when the folder exists (a run that
-fails before writing anything leaves no folder behind; its log goes to the system's temporary folder).
+line before, and to stderr only with ``--debug true`` on the command line. :func:`configure`, the first step of
+each workflow (not of ``initialize``: MONAI puts the bundle root on ``sys.path`` only when the workflow runs, so
+``scripts`` cannot be imported there when a run starts from another folder), puts that log in the run's
+``output_dir`` when the folder exists (a run that fails before writing anything leaves no folder behind; its log
+goes to the system's temporary folder).
 
 :func:`quiet` and :func:`configure` filter the warnings and log lines that say nothing to a user of this bundle:
 FutureWarnings of the libraries, the TracerWarnings of a traced export (the network is traced with a fixed-size
@@ -106,7 +108,7 @@ def workflow_name(argv: list[str] | None = None) -> str:
 
 
 def configure(output_dir: str | Path, log_best_metric: bool = True, plan: Mapping[str, Any] | None = None) -> None:
-    """Set up a workflow's console and error log, and say what it will do (called first by ``initialize``).
+    """Set up a workflow's console and error log, and say what it will do (each workflow's first step).
 
     Args:
         output_dir: a failed run writes its traceback to ``output_dir/pvs_bundle_error.log`` (if the folder exists).
