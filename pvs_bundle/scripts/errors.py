@@ -67,12 +67,14 @@ def root_cause(error: BaseException) -> BaseException:
 
 
 def one_line(error: BaseException) -> str:
-    """The message a user sees for ``error``: the root cause's text, its type named unless it is a BundleError."""
+    """The message a user sees for ``error``: the root cause's text.
+
+    Its type is named too unless it is a BundleError, OSError or ValueError: the bundle raises these with messages
+    that name the file and the fix.
+    """
     cause = root_cause(error)
     text = str(cause).strip() or type(cause).__name__
-    if isinstance(cause, BundleError | OSError | ValueError):
-        return " ".join(text.split()) if "\n" not in text else text
-    return f"{type(cause).__name__}: {text}"
+    return text if isinstance(cause, BundleError | OSError | ValueError) else f"{type(cause).__name__}: {text}"
 
 
 def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
