@@ -21,15 +21,22 @@ def demo_dataset(tmp_path_factory):
     return generate_dataset(tmp_path_factory.mktemp("demo") / "ds005595_demo", n_subjects=12, shape=SHAPE, seed=0)
 
 
-def test_demo_overlay_parses_and_creates_its_dataset_under_output_dir(tmp_path):
+def test_demo_overlay_parses_and_creates_its_dataset_once_whatever_the_output_dir(tmp_path):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")])
-    parser.update({"output_dir": str(tmp_path / "eval"), "demo#n_subjects": 6, "demo#shape": [48, 64, 56]})
+    data_dir = tmp_path / "demo_data" / "ds005595_demo"
+    settings = {"demo#data_dir": str(data_dir), "demo#n_subjects": 6, "demo#shape": [48, 64, 56]}
+    parser.update({"output_dir": str(tmp_path / "eval"), **settings})
     dataset_dir = parser.get_parsed_content("dataset_dir")
-    assert dataset_dir == str(tmp_path / "eval" / "ds005595_demo")
-    assert sorted(p.name for p in (tmp_path / "eval" / "ds005595_demo").glob("sub-*")) == [
-        f"sub-{i:03d}" for i in range(1, 7)
-    ]
+    assert dataset_dir == str(data_dir)
+    assert sorted(p.name for p in data_dir.glob("sub-*")) == [f"sub-{i:03d}" for i in range(1, 7)]
+    marker = max(p.stat().st_mtime_ns for p in data_dir.rglob("*"))
+    other = ConfigParser()
+    other.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")])
+    other.update({"output_dir": str(tmp_path / "other_eval"), **settings})
+    assert other.get_parsed_content("dataset_dir") == str(data_dir)  # reused, not regenerated
+    assert max(p.stat().st_mtime_ns for p in data_dir.rglob("*")) == marker
+    assert not (tmp_path / "eval" / "ds005595_demo").exists()
     datalist = parser.get_parsed_content("datalist")
     assert sum(len(datalist[k]) for k in ("training", "validation", "test")) >= 3
     network = parser.get_parsed_content("network_def")

@@ -31,6 +31,7 @@ from scripts.inference.inference_inputs import (
     inference_datalist,
     list_inputs,
 )
+from scripts.inference.prediction_writer import ID_COLUMNS
 from scripts.inference.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
 
 
@@ -106,11 +107,15 @@ def test_masks_agree_whatever_the_storage_order(oriented_run):
 def test_table_matches_the_written_masks(oriented_run):
     inputs, outputs, _ = oriented_run
     rows = list(csv.DictReader((outputs / "pvs_burden.csv").open()))
-    assert list(rows[0]) == ["subject", *BURDEN_COLUMNS, "brain_from_parcellation"]
-    assert sorted(r["subject"] for r in rows) == ["lps", "ras", "sra"]
+    assert list(rows[0]) == [*ID_COLUMNS, *BURDEN_COLUMNS, "brain_from_parcellation"]
+    assert sorted((r["subject"], r["session"], r["image"]) for r in rows) == [
+        ("lps", "", "lps.nii.gz"),
+        ("ras", "", "ras.nii.gz"),
+        ("sra", "", "sra.nii"),
+    ]
     assert json.loads((outputs / "pvs_burden.json").read_text()) == [
         {
-            k: (int(v) if k in ("pvs_count", "brain_from_parcellation") else v if k == "subject" else float(v))
+            k: (int(v) if k in ("pvs_count", "brain_from_parcellation") else v if k in ID_COLUMNS else float(v))
             for k, v in r.items()
         }
         for r in rows
@@ -159,7 +164,7 @@ def test_bids_outputs_mirror_the_dataset_with_plain_run_from_the_repo_root(tmp_p
         "sub-002/ses-1/anat/sub-002_ses-1_desc-pvs_mask.nii.gz",
     ]
     rows = json.loads((tmp_path / "out" / "pvs_burden.json").read_text())
-    assert [r["subject"] for r in rows] == ["sub-001_ses-1", "sub-002_ses-1"]
+    assert [(r["subject"], r["session"]) for r in rows] == [("sub-001", "ses-1"), ("sub-002", "ses-1")]
 
 
 def test_file_list_with_a_4d_image_and_volume_index(tmp_path, model_file):

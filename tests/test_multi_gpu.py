@@ -117,7 +117,7 @@ def test_only_rank_zero_writes_the_model_history_and_tensorboard(ddp_run):
     root, output = ddp_run
     saved = _by_rank(output, r"Saved the best model")
     assert saved[0] and not saved[1]
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["model.pt", "training_state.pt"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["model.json", "model.pt", "training_state.pt"]
     model = build_unetplusplus(encoder_name="efficientnet-b0", encoder_weights=None, decoder_channels=(32, 16, 8, 8, 4))
     model.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
     assert torch.load(root / "models" / "training_state.pt", weights_only=True)["epoch"] == 2

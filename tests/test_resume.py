@@ -30,6 +30,10 @@ def _epochs(tmp_path):
 def test_rerun_continues_from_the_saved_state(bids_dataset, tmp_path):
     first = run_bundle(_args(tmp_path, bids_dataset, "--max_epochs", "1"))
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "Engine run resuming from iteration 0, epoch 0" not in first.stdout  # a fresh run resumes nothing
+    finished = next(line for line in first.stdout.splitlines() if "Training finished at epoch 1 of 1" in line)
+    for written in ("model.pt", "training_history.json", "training_history.png", "training_state.pt"):
+        assert written in finished
     state = torch.load(tmp_path / "models" / "training_state.pt", weights_only=True)
     assert state["epoch"] == 1 and state["validator"]["best_metric_epoch"] == 1
     second = run_bundle(_args(tmp_path, bids_dataset, "--max_epochs", "3"))
@@ -37,6 +41,10 @@ def test_rerun_continues_from_the_saved_state(bids_dataset, tmp_path):
     assert "Resuming from" in second.stdout + second.stderr
     assert _epochs(tmp_path) == [1, 2, 3]
     assert torch.load(tmp_path / "models" / "training_state.pt", weights_only=True)["epoch"] == 3
+    again = run_bundle(_args(tmp_path, bids_dataset, "--max_epochs", "3"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained all 3 epochs" in again.stdout and "pass --max_epochs N with N above 3" in again.stdout
+    assert _epochs(tmp_path) == [1, 2, 3]
 
 
 def test_rerun_without_resume_refuses_to_overwrite(bids_dataset, tmp_path):

@@ -19,6 +19,9 @@ def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     model = build_unetplusplus(encoder_name="efficientnet-b0", encoder_weights=None, decoder_channels=(32, 16, 8, 8, 4))
     model.load_state_dict(state)
+    settings = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert settings["encoder_name"] == "efficientnet-b0" and settings["decoder_channels"] == [32, 16, 8, 8, 4]
+    assert settings["norm"] == "batch" and settings["patch_size"] == [32, 32, 32] and settings["pixdim"] == [0.8] * 3
     history = json.loads((tmp_path / "eval" / "training_history.json").read_text())
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
     for row in history["epochs"]:

@@ -3,3 +3,7 @@
 The configs reach them by dotted path (``"_target_": "scripts.data.datalist.load_or_create_datalist"``), which is
 resolved when the workflow runs, after MONAI has put the bundle root on ``sys.path``.
 """
+
+from scripts.errors import install
+
+install()

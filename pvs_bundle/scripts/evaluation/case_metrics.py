@@ -296,14 +296,18 @@ def _write_json(path: str | os.PathLike[str], payload: Any) -> None:
 
 
 def write_case_table(
-    rows: Sequence[dict[str, Any]], csv_path: str | os.PathLike[str], json_path: str | os.PathLike[str]
+    rows: Sequence[dict[str, Any]],
+    csv_path: str | os.PathLike[str],
+    json_path: str | os.PathLike[str],
+    id_columns: Sequence[str] = (SUBJECT_KEY,),
 ) -> None:
-    """Write the per-case metrics as CSV and JSON, the subject id first, then every metric, rounded (:func:`rounded`).
+    """Write the per-case metrics as CSV and JSON: the id columns first, then every metric, rounded (:func:`rounded`).
 
     Args:
         rows: one dict per case; each must have a ``subject`` key and the same numeric metrics.
         csv_path: destination of the CSV table.
         json_path: destination of the JSON list of rows.
+        id_columns: the non-numeric columns that identify a case, written first.
 
     Raises:
         ValueError: if ``rows`` is empty, a row lacks a subject id, or the rows hold different metrics.
@@ -312,7 +316,7 @@ def write_case_table(
     for index, row in enumerate(rows):
         if SUBJECT_KEY not in row:
             raise ValueError(f"every row must have a {SUBJECT_KEY!r} key, not row {index} with keys {list(row)}.")
-    columns = [SUBJECT_KEY, *names]
+    columns = [*id_columns, *names]
     table = [{column: rounded(row[column], decimals_for(column)) for column in columns} for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

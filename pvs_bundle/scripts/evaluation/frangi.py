@@ -21,9 +21,11 @@ volumes and its figure. References are read with the reference rule of :mod:`scr
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -36,6 +38,8 @@ from scripts.evaluation.case_metrics import SUBJECT_KEY, case_metrics, check_spa
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.masks import reference_mask
 from scripts.evaluation.metrics import overlap_from_counts
+
+logger = logging.getLogger("pvs_bundle.frangi")
 
 DEFAULT_SIGMAS_MM: tuple[float, ...] = (0.5, 1.0, 1.5)
 MIN_SIGMA_VOXELS = 0.5
@@ -299,19 +303,29 @@ def run_frangi_baseline(
     train = list(train_items)[:max_train_cases]
     if not train or not test_items:
         raise ValueError(f"train_items and test_items must be non-empty, not {len(train)} and {len(test_items)}.")
+    output = Path(output_dir)
+    logger.info(
+        "Frangi baseline: threshold chosen on %d training case(s), scored on %d test case(s); results into %s.",
+        len(train),
+        len(test_items),
+        output,
+    )
     vesselness_list, label_list = [], []
-    for item in train:
+    for index, item in enumerate(train, 1):
+        logger.info("Vesselness of training case %d/%d: %s", index, len(train), item[SUBJECT_KEY])
         image, label, spacing = load_case(item)
         vesselness_list.append(frangi_vesselness(image, spacing, sigmas_mm))
         label_list.append(label)
     threshold, train_dice = choose_threshold(vesselness_list, label_list)
     del vesselness_list, label_list
     rows = []
-    for item in test_items:
+    logger.info("Threshold %.4g (training Dice %.3f).", threshold, train_dice)
+    for index, item in enumerate(test_items, 1):
         image, label, spacing = load_case(item)
         prediction = frangi_vesselness(image, spacing, sigmas_mm) > threshold
         metrics = case_metrics(prediction, label, spacing, iou_threshold=iou_threshold, min_size=min_size)
         rows.append({SUBJECT_KEY: str(item[SUBJECT_KEY]), **metrics})
+        logger.info("Test case %d/%d: %s, Dice %.3f", index, len(test_items), item[SUBJECT_KEY], metrics["dice"])
     extra = {
         "method": "frangi",
         "threshold": threshold,
@@ -322,4 +336,12 @@ def run_frangi_baseline(
         "iou_threshold": iou_threshold,
         "min_size": min_size,
     }
-    return write_results(rows, output_dir, RESULT_FILES, extra, title="Frangi baseline: prediction vs reference")
+    summary = write_results(rows, output_dir, RESULT_FILES, extra, title="Frangi baseline: prediction vs reference")
+    logger.info(
+        "Frangi baseline: Dice %.3f, detection F1 %.3f over %d test case(s). Wrote %s.",
+        summary["dice"]["mean"],
+        summary["det_f1"]["mean"],
+        len(rows),
+        ", ".join(str(output / name) for name in RESULT_FILES.values()),
+    )
+    return summary

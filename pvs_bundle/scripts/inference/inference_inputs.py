@@ -11,6 +11,12 @@ Outputs of folder and list inputs go straight into ``output_dir``. Each is named
 input: ``sub-001_T2w.nii.gz`` gives ``sub-001_desc-pvs_mask.nii.gz`` (and ``sub-001_desc-pvs_probseg.nii.gz``);
 any other name keeps its stem (``case7.nii`` gives ``case7_desc-pvs_mask.nii.gz``).
 
+Inputs are checked for what they are: the model was trained on T2-weighted scans only, so a file whose name gives
+another BIDS suffix (``sub-101_T1w.nii.gz``, ``_FLAIR``, a derivative such as ``_desc-mask_PVS``) is refused,
+with the other problems, unless ``allow_any_contrast`` is true. A name that states no contrast (``case7.nii``) is
+segmented as T2w, with a warning naming it. Each output row carries the input's BIDS entities (``subject``
+``sub-101``, ``session``, ``acq``, ``run``; empty when absent) and its file name.
+
 Every input is checked up front and every problem is reported at once, naming the file: non-NIfTI or
 unreadable files, truncated or corrupt voxel data, images that are not 3D (a 4D image needs ``volume_index`` to
 pick one volume), and NaN/Inf intensities. The check reads each image's voxels once more than inference does
@@ -38,7 +44,7 @@ import nibabel as nib
 import numpy as np
 
 from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
-from scripts.data.datalist import find_images, strip_nifti_suffix
+from scripts.data.datalist import find_images, parse_entities, strip_nifti_suffix
 from scripts.data.transforms import as_volume_index
 from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
@@ -50,6 +56,15 @@ IMAGE_SUFFIX = "_T2w"
 MASK_SUFFIX = "_desc-pvs_mask.nii.gz"
 PROBSEG_SUFFIX = "_desc-pvs_probseg.nii.gz"
 DONE_KEY = "recorded_row"  # the PVS burden row of an input whose outputs are complete (skip_existing)
+# BIDS anatomical suffixes (BIDS 1.9, anat) and the derivative ones a folder of outputs may hold.
+BIDS_SUFFIXES = frozenset(
+    (  # noqa: SIM905 - a word list reads best as words
+        "T1w T2w PDw T2starw FLAIR inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map R2map R2starmap PDmap "
+        "MTRmap MTsat UNIT1 T1rho MWFmap MTVmap Chimap S0map M0map defacemask MEGRE MESE VFA IRT1 MP2RAGE MPM MTS "
+        "MTR dwi bold sbref epi mask probseg dseg PVS"
+    ).split()
+)
+ENTITY_COLUMNS: tuple[tuple[str, str], ...] = (("subject", "sub"), ("session", "ses"), ("acq", "acq"), ("run", "run"))
 
 
 def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) -> list[tuple[Path, Path]]:
@@ -147,7 +162,40 @@ def check_image(path: Path, volume_index: int | None = None) -> str | None:
     return None
 
 
-def check_inputs(images: Sequence[Path], volume_index: int | None = None) -> None:
+def named_contrast(path: Path) -> str | None:
+    """Return the contrast a file's name states (its BIDS suffix, e.g. ``T1w``), or None when it states none."""
+    stem = strip_nifti_suffix(path.name) or path.name
+    suffix = stem.rsplit("_", 1)[-1]
+    is_bids = stem.startswith("sub-") and "_" in stem and "-" not in suffix
+    return suffix if is_bids or suffix in BIDS_SUFFIXES else None
+
+
+def check_contrast(path: Path) -> str | None:
+    """Return why an input is not a T2w image by its name, or None when it is T2w or its name does not say."""
+    contrast = named_contrast(path)
+    if contrast is None or contrast == IMAGE_SUFFIX.lstrip("_"):
+        return None
+    return (
+        f"is a {contrast} image by its name, not T2w: the model was trained on T2-weighted scans only; pass "
+        "--allow_any_contrast true to segment it anyway."
+    )
+
+
+def entity_columns(image: Path) -> dict[str, str]:
+    """Return the table columns that identify an input: its BIDS entities and file name.
+
+    ``subject`` is ``sub-<label>`` for a BIDS name and the output stem for any other; ``session``, ``acq`` and
+    ``run`` are ``ses-<label>`` … or empty.
+    """
+    try:
+        entities, _ = parse_entities(image)
+    except ValueError:
+        entities = {"sub": None}
+    row = {column: f"{key}-{entities[key]}" if entities.get(key) else "" for column, key in ENTITY_COLUMNS}
+    return {**row, "subject": row["subject"] or output_stem(image), "image": image.name}
+
+
+def check_inputs(images: Sequence[Path], volume_index: int | None = None, allow_any_contrast: bool = False) -> None:
     """Check every input before any inference and report all the problems at once.
 
     Under torchrun each rank checks its share of the inputs, and every rank raises the same error.
@@ -155,7 +203,11 @@ def check_inputs(images: Sequence[Path], volume_index: int | None = None) -> Non
     Raises:
         ValueError: listing each bad file with its problem.
     """
-    problems = gather_in_order([check_image(image, volume_index) for image in input_shard(images)], len(images))
+    checked = input_shard(images)
+    mine = [
+        (None if allow_any_contrast else check_contrast(image)) or check_image(image, volume_index) for image in checked
+    ]
+    problems = gather_in_order(mine, len(images))
     bad = [f"  {image}: {problem}" for image, problem in zip(images, problems, strict=True) if problem is not None]
     if bad:
         raise ValueError(f"{len(bad)} of {len(images)} input(s) cannot be segmented:\n" + "\n".join(bad))
@@ -187,6 +239,7 @@ def inference_datalist(
     other_outputs: Sequence[str | Path] = (),
     skip_existing: bool | str = False,
     provenance: Provenance | None = None,
+    allow_any_contrast: bool | str = False,
 ) -> list[dict[str, Any]]:
     """List, check and name the inputs of an inference run, before any of them is loaded for inference.
 
@@ -201,11 +254,12 @@ def inference_datalist(
         skip_existing: whether to keep the inputs whose outputs are complete and valid (see ``provenance``) and
             segment only the others, replacing whatever partial outputs they have.
         provenance: what checks an input's outputs and reads its recorded row (needed by ``skip_existing``).
+        allow_any_contrast: whether to segment inputs whose names give a contrast other than T2w.
 
     Returns:
         One dict per input: ``image`` (the path), ``case`` (the output stem), ``mask`` and ``probseg`` (their
-        output paths); with ``skip_existing``, inputs already done also hold their recorded row under
-        :data:`DONE_KEY` (:func:`pending` lists the others).
+        output paths), and ``row`` (:func:`entity_columns`); with ``skip_existing``, inputs already done also hold
+        their recorded row under :data:`DONE_KEY` (:func:`pending` lists the others).
 
     Raises:
         FileNotFoundError: when the inputs cannot be found.
@@ -218,7 +272,15 @@ def inference_datalist(
     if skip and provenance is None:
         raise ValueError("skip_existing needs the run's provenance (the inference config's @provenance), not None.")
     inputs = list_inputs(dataset_dir, input_files)
-    check_inputs([image for image, _ in inputs], index)
+    any_contrast = as_bool(allow_any_contrast, "allow_any_contrast")
+    check_inputs([image for image, _ in inputs], index, any_contrast)
+    unstated = [image.name for image, _ in inputs if named_contrast(image) is None]
+    if unstated and not any_contrast:
+        logger.warning(
+            "%d input name(s) do not state a contrast (%s): segmenting them as T2w images.",
+            len(unstated),
+            ", ".join(unstated[:5]) + (" ..." if len(unstated) > 5 else ""),
+        )
     out = Path(output_dir).expanduser()
     items = []
     for image, folder in inputs:
@@ -229,6 +291,7 @@ def inference_datalist(
                 "case": stem,
                 "mask": str(out / folder / f"{stem}{MASK_SUFFIX}"),
                 "probseg": str(out / folder / f"{stem}{PROBSEG_SUFFIX}"),
+                "row": entity_columns(image),
             }
         )
     seen: dict[str, str] = {}
@@ -255,7 +318,12 @@ def inference_datalist(
             guarded += [Path(i["probseg"]) for i in items]
         check_overwrite(guarded, as_bool(overwrite, "overwrite"))
         barrier()  # every rank has looked for existing outputs before any rank writes one
-    logger.info("Segmenting %d image(s) into %s.", len(pending(items)), out)
+    source = (
+        f"{len(input_files if not isinstance(input_files, str) else [input_files])} listed file(s)"
+        if input_files
+        else str(Path(dataset_dir).expanduser())
+    )
+    logger.info("Segmenting %d image(s) from %s into %s.", len(pending(items)), source, out)
     return items
 
 

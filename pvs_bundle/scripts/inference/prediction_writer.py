@@ -23,9 +23,9 @@ from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
 from scripts.distributed import gather_in_order, is_main_process
-from scripts.evaluation.case_metrics import SUBJECT_KEY, write_case_table
+from scripts.evaluation.case_metrics import write_case_table
 from scripts.inference.derivatives import Provenance
-from scripts.inference.inference_inputs import DONE_KEY, pending
+from scripts.inference.inference_inputs import DONE_KEY, ENTITY_COLUMNS, pending
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
 from scripts.measurement.measure import PVSMeasurement
@@ -33,6 +33,8 @@ from scripts.measurement.regions import estimate_brain_mask
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
+
+ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), "image")
 
 
 def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:
@@ -67,12 +69,12 @@ class PredictionWriter:
 
     Attach to the inference evaluator. Per item, the postprocessing must leave the binary mask under ``pred``,
     the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
-    datalist item gives the output paths under ``mask`` and ``probseg`` and the case name under ``case``
-    (see :func:`scripts.inference.inference_inputs.inference_datalist`). When the run completes, one row per case
-    (the case name, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON, with the
-    recorded rows of the inputs skipped by ``--skip_existing`` in their place. With a ``measurement`` stage, each
-    case segmented is also measured by it (census, regions, QC report; its brain mask gives the burden's fraction);
-    without one, the fraction is of the brain mask estimated from the head mask.
+    datalist item gives the output paths under ``mask`` and ``probseg``, the case name under ``case`` and the
+    input's BIDS entities under ``row`` (see :func:`scripts.inference.inference_inputs.inference_datalist`). When
+    the run completes, one row per input (:data:`ID_COLUMNS`, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`)
+    is written as CSV and JSON, with the recorded rows of the inputs skipped by ``--skip_existing`` in their place.
+    With a ``measurement`` stage, each case segmented is also measured by it (census, regions, QC report; its brain
+    mask gives the burden's fraction); without one, the fraction is of the brain mask estimated from the head mask.
 
     Args:
         table_csv: path of the CSV table.
@@ -142,7 +144,7 @@ class PredictionWriter:
             burden = self.measurement.measure_case(item["case"], reference, source, mask, prob, head)
         else:
             burden = pvs_burden(mask, estimate_brain_mask(head, reference.affine), voxel_volume_mm3(reference.affine))
-        row = {SUBJECT_KEY: item["case"], **burden}
+        row = {**item["row"], **burden}
         if self.provenance is not None:
             self.provenance.write_sidecar(source, item["mask"], row)
         logger.info(
@@ -174,9 +176,19 @@ class PredictionWriter:
             return
         if not rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
-        write_case_table(rows, self.table_csv, self.table_json)
+        write_case_table(rows, self.table_csv, self.table_json, id_columns=ID_COLUMNS)
         if self.measurement is not None:
             self.measurement.write()
         if self.provenance is not None:
             self.provenance.write_dataset_description()
-        logger.info("Wrote the PVS table of %d case(s) to %s and %s", len(rows), self.table_csv, self.table_json)
+        counts = sorted(row["pvs_count"] for row in rows)
+        logger.info(
+            "%d case(s): median %d PVS (range %d-%d). Masks under %s; PVS table %s, %s.",
+            len(rows),
+            counts[len(counts) // 2],
+            counts[0],
+            counts[-1],
+            self.table_csv.parent,
+            self.table_csv,
+            self.table_json,
+        )

@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from scripts.io import atomic_write
+from scripts.model.model_file import write_settings
 
 logger = logging.getLogger("pvs_bundle.checkpoint")
 
@@ -55,15 +56,19 @@ class BestModelSaver:
     """Save the network's state dict whenever the validator reports a new best key metric.
 
     Attach to the validator: MONAI's evaluator updates ``state.best_metric_epoch`` before the handlers run.
+    The settings the network was built with go beside it (``model.json``,
+    :func:`scripts.model.model_file.write_settings`), so that inference, evaluation and export can check them.
 
     Args:
         save_file: where the state dict goes (``models/model.pt``).
         network: the network (a DDP wrapper is unwrapped).
+        settings: the network and preprocessing settings (:data:`scripts.model.model_file.SETTINGS`), or None.
     """
 
-    def __init__(self, save_file: str | Path, network: nn.Module) -> None:
+    def __init__(self, save_file: str | Path, network: nn.Module, settings: dict[str, Any] | None = None) -> None:
         self.save_file = Path(save_file)
         self.network = network
+        self.settings = settings
 
     def attach(self, engine: Engine) -> None:
         """Register on the validator's EPOCH_COMPLETED event."""
@@ -73,6 +78,8 @@ class BestModelSaver:
         """Save the model if this validation set a new best score."""
         if engine.state.best_metric_epoch == engine.state.epoch and is_main_process():
             save_atomic(unwrap(self.network).state_dict(), self.save_file)
+            if self.settings is not None:
+                write_settings(self.save_file, self.settings)
             logger.info("Saved the best model (%s) to %s", engine.state.best_metric, self.save_file)
 
 
@@ -123,6 +130,7 @@ class TrainingStateHandler:
         """Register on the trainer: resume at STARTED, save at EPOCH_COMPLETED."""
         engine.add_event_handler(Events.STARTED, self.start)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.report)
 
     def _early_stopping(self) -> Any:
         return getattr(self.early_stop, "_handler", None)
@@ -181,6 +189,28 @@ class TrainingStateHandler:
             max_epochs,
             self.validator.state.best_metric,
             self.validator.state.best_metric_epoch,
+        )
+        if engine.state.epoch >= max_epochs:
+            logger.warning(
+                "This run already trained all %d epochs: nothing to do. To train on, pass --max_epochs N with N "
+                "above %d (it continues from epoch %d); to train anew, choose a new --ckpt_dir and --output_dir.",
+                engine.state.epoch,
+                engine.state.epoch,
+                engine.state.epoch,
+            )
+
+    def report(self, engine: Engine) -> None:
+        """Name the results at the end of a run: the best score and every file this handler guards."""
+        if not is_main_process():
+            return
+        files = [str(f) for f in [*self.guarded_files, self.state_file] if f.exists()]
+        logger.info(
+            "Training finished at epoch %d of %d; best %s at epoch %d. Wrote %s.",
+            engine.state.epoch,
+            engine.state.max_epochs,
+            self.validator.state.best_metric,
+            self.validator.state.best_metric_epoch,
+            ", ".join(files),
         )
 
     def __call__(self, engine: Engine) -> None:

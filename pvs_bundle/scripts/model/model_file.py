@@ -1,0 +1,121 @@
+"""A model file that describes itself: the network and preprocessing settings saved beside the weights.
+
+``models/model.pt`` stays a plain state dict (what MONAI's ``CheckpointLoader``, ``ckpt_export`` and the Model Zoo
+load, with ``weights_only=True``). Beside it, ``models/model.json`` records the settings it was trained with
+(:data:`SETTINGS`: encoder, normalisation, decoder channels, patch size, input/output channels, voxel size and
+intensity scaling), written atomically each time the best model is saved. Inference, evaluation and export check
+the config they build against it before any weight is loaded, and stop with one line naming every difference and
+the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as before, unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from scripts.errors import BundleError
+from scripts.io import atomic_write
+
+logger = logging.getLogger("pvs_bundle.model_file")
+
+SETTINGS: tuple[str, ...] = (
+    "encoder_name",
+    "norm",
+    "decoder_channels",
+    "patch_size",
+    "in_channels",
+    "classes",
+    "pixdim",
+    "intensity",
+)
+
+
+def settings_file(model_file: str | Path) -> Path:
+    """Return the settings file of a model file: ``model.pt`` -> ``model.json`` beside it."""
+    return Path(model_file).expanduser().with_suffix(".json")
+
+
+def _plain(value: Any) -> Any:
+    """The JSON form of a setting (tuples become lists), so that saved and configured values compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the settings as plain JSON values, in the order of :data:`SETTINGS`.
+
+    Raises:
+        ValueError: if a setting is missing.
+    """
+    missing = [k for k in SETTINGS if k not in settings]
+    if missing:
+        raise ValueError(f"model settings must hold {list(SETTINGS)}, not lack {missing}.")
+    return {k: _plain(settings[k]) for k in SETTINGS}
+
+
+def write_settings(model_file: str | Path, settings: Mapping[str, Any]) -> Path:
+    """Write the settings of ``model_file`` beside it (``model.json``), atomically.
+
+    Raises:
+        ValueError: if a setting is missing.
+    """
+    text = json.dumps(check_settings(settings), indent=4) + "\n"
+    return atomic_write(settings_file(model_file), lambda p: p.write_text(text))
+
+
+def read_settings(model_file: str | Path) -> dict[str, Any] | None:
+    """Return the settings saved beside ``model_file``, or None for a model saved without them.
+
+    Raises:
+        BundleError: if the settings file cannot be read as JSON.
+    """
+    path = settings_file(model_file)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        name = Path(model_file).name
+        raise BundleError(f"{path} must be the JSON settings of {name}, not unreadable ({err}).") from err
+
+
+def _flag(name: str, value: Any) -> str:
+    """A command-line override that sets one setting, as ``python -m monai.bundle run`` reads it."""
+    if isinstance(value, str):
+        return f"--{name} {value}"
+    return f"--{name} '{json.dumps(value, separators=(',', ':'))}'"
+
+
+def check_model_settings(model_file: str | Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Check that the config builds the network ``model_file`` was trained as; do nothing for a legacy file.
+
+    Args:
+        model_file: the state dict (``models/model.pt``); its settings are read from ``model.json`` beside it.
+        settings: the settings this config builds the network and preprocessing with (:data:`SETTINGS`).
+
+    Returns:
+        The saved settings, or None when ``model_file`` has no settings file (or does not exist: the workflow's
+        own check reports that).
+
+    Raises:
+        BundleError: naming every setting that differs, and the flags that match the model.
+    """
+    saved = read_settings(model_file)
+    if saved is None:
+        if Path(model_file).expanduser().is_file():
+            logger.info("%s has no %s beside it: its settings cannot be checked.", model_file, "model.json")
+        return None
+    wanted = check_settings(settings)
+    differ = [k for k in SETTINGS if k in saved and saved[k] != wanted[k]]
+    if differ:
+        trained = ", ".join(f"{k} {saved[k]}" for k in differ)
+        built = ", ".join(f"{k} {wanted[k]}" for k in differ)
+        flags = " ".join(_flag(k, saved[k]) for k in differ)
+        raise BundleError(
+            f"{model_file} was trained with {trained}; this config builds {built}: add the config it was trained "
+            f"with (configs/demo.json for models/demo/) or pass {flags}"
+        )
+    logger.info("Model %s: %s.", model_file, ", ".join(f"{k} {saved[k]}" for k in SETTINGS if k in saved))
+    return saved
