@@ -47,15 +47,19 @@ def test_cpu_precision_follows_native_bf16(caplog):
 
 
 def test_autocast_network_gives_float32_logits_close_to_fp32_and_trains():
-    network = small_network()
-    x = torch.rand(2, 1, 32, 64, 32, generator=torch.Generator().manual_seed(1))
+    # A small convolutional network: bf16 convolutions are emulated, and slow, on CPUs without native bf16.
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.GroupNorm(4, 8), torch.nn.ReLU(), torch.nn.Conv3d(8, 1, 1)
+    )
+    x = torch.rand(2, 1, 8, 12, 10, generator=torch.Generator().manual_seed(1))
     reference = network(x).detach()
     out = autocast_network(network, torch.bfloat16)(x)
     assert out.dtype == torch.float32
     assert not torch.equal(out.detach(), reference)  # bf16 really ran
-    assert torch.allclose(out.detach(), reference, atol=0.05 * float(reference.abs().max()))
+    assert torch.corrcoef(torch.stack([out.detach().flatten(), reference.flatten()]))[0, 1] > 0.999
     out.mean().backward()
-    grads = [p.grad for p in network.parameters() if p.requires_grad]
+    grads = [p.grad for p in network.parameters()]
     assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
