@@ -24,6 +24,14 @@ from torch import nn
 
 logger = logging.getLogger("pvs_bundle.onnx_network")
 
+# graph_optimization_level -> ONNX Runtime's GraphOptimizationLevel
+GRAPH_OPTIMIZATION_LEVELS: dict[str, str] = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
 
 class OnnxRuntimeNetwork(nn.Module):
     """Run an ONNX model with ONNX Runtime's CPU execution provider behind ``forward``.
@@ -33,15 +41,20 @@ class OnnxRuntimeNetwork(nn.Module):
     Args:
         model_file: the ``.onnx`` file (one float input of shape (N, C, X, Y, Z), one output).
         num_threads: threads ONNX Runtime may use inside an operator (0: its default, one per core).
+        graph_optimization_level: ONNX Runtime's graph optimisations: disable, basic, extended or all.
 
     Raises:
         FileNotFoundError: when the model file does not exist.
-        ValueError: when the model does not have one 5D input and one output.
+        ValueError: when the model does not have one 5D input and one output, or on an unknown level.
     """
 
-    def __init__(self, model_file: str | Path, num_threads: int = 0) -> None:
+    def __init__(self, model_file: str | Path, num_threads: int = 0, graph_optimization_level: str = "all") -> None:
         super().__init__()
         import onnxruntime as ort
+
+        if graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
+            levels = tuple(GRAPH_OPTIMIZATION_LEVELS)
+            raise ValueError(f"graph_optimization_level must be one of {levels}, not {graph_optimization_level!r}.")
 
         self.model_file = Path(model_file).expanduser()
         if not self.model_file.is_file():
@@ -52,6 +65,9 @@ class OnnxRuntimeNetwork(nn.Module):
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[graph_optimization_level]
+        )
         self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 5:

@@ -1,0 +1,65 @@
+"""A torch module that runs an exported ONNX model with OpenVINO on the CPU, for the inference workflow.
+
+OpenVINO reads the ``.onnx`` file that ``onnx_export`` writes (see :mod:`scripts.model.onnx_network` for the
+command), compiles it for this CPU (its own convolution kernels and graph fusions) and runs it at the precision
+the CPU computes natively (bf16 where the CPU has AMX or AVX512-BF16, fp32 elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger("pvs_bundle.openvino_network")
+
+
+class OpenVinoNetwork(nn.Module):
+    """Run an ONNX model with OpenVINO's CPU plugin behind ``forward``.
+
+    Inputs are moved to the CPU as float32; outputs come back float32 on the input's device.
+
+    Args:
+        model_file: the ``.onnx`` file (one float input of shape (N, C, X, Y, Z), one output; dynamic axes).
+        num_threads: threads OpenVINO may use (0: its default, one per core).
+
+    Raises:
+        FileNotFoundError: when the model file does not exist.
+        ValueError: when the model does not have one 5D input and one output.
+    """
+
+    def __init__(self, model_file: str | Path, num_threads: int = 0) -> None:
+        super().__init__()
+        import openvino as ov
+
+        self.model_file = Path(model_file).expanduser()
+        if not self.model_file.is_file():
+            raise FileNotFoundError(
+                f"ONNX model {self.model_file} does not exist: export it with `python -m monai.bundle onnx_export "
+                "network_def --filepath models/model.onnx ...` (see scripts/model/onnx_network.py), "
+                "or pass --onnx_file."
+            )
+        model = ov.Core().read_model(str(self.model_file))
+        if (
+            len(model.inputs) != 1
+            or len(model.outputs) != 1
+            or model.inputs[0].get_partial_shape().rank.get_length() != 5
+        ):
+            raise ValueError(
+                f"ONNX model {self.model_file} must have one 5D input and one output, not inputs "
+                f"{[str(i.get_partial_shape()) for i in model.inputs]} and {len(model.outputs)} outputs."
+            )
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        logger.info("Compiled ONNX model %s with OpenVINO %s", self.model_file, ov.__version__)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model on a batch (N, C, X, Y, Z)."""
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        out = self.compiled(array)[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)

@@ -1,0 +1,98 @@
+"""Every faster inference path gives the fp32 eager mask: voxel Dice >= 0.995 and PVS count within 1 %."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, synthetic_case, write_nifti
+from inference_helpers import SHAPE, SMALL_NETWORK, infer, output, ras_affine, save_tiny_model
+from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import Compose
+
+from scripts.evaluation.path_agreement import mask_agreement
+from scripts.inference.head_windows import HeadSlidingWindowInferer
+from scripts.model.network import build_unetplusplus
+from scripts.model.precision import autocast_network, cpu_has_native_bf16
+
+WINDOW = {"roi_size": [32, 32, 32], "sw_batch_size": 4, "overlap": 0.5, "mode": "gaussian"}
+MIN_DICE, MAX_COUNT_CHANGE = 0.995, 0.01
+
+
+def head_in_field_of_view(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``image``'s head (no background noise, like a masked scan) in a corner of a larger field of view, and a bright
+    marker in the opposite corner: the head crop keeps both, and the windows between them hold no head."""
+    volume = np.zeros(shape)
+    volume[: image.shape[0], : image.shape[1], : image.shape[2]] = np.where(image > 100, image, 0)
+    volume[-4:, -4:, -4:] = image.max()
+    return volume
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A preprocessed head in a padded field of view, and a tiny UNet++ whose masks hold many PVS."""
+    folder = tmp_path_factory.mktemp("fast_paths")
+    image, _ = synthetic_case(shape=(40, 56, 36), seed=3, n_tubes=10)
+    image_file = write_nifti(folder / "sub-01_T2w.nii.gz", head_in_field_of_view(image, (72, 88, 64)))
+    network = build_unetplusplus(encoder_weights=None, memory_efficient_swish=False, **SMALL_NETWORK).eval()
+    network.load_state_dict(torch.load(save_tiny_model(folder / "model.pt", image_file), weights_only=True))
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    x = Compose(parser.get_parsed_content("preprocessing_transforms"))({"image": str(image_file)})["image"][None]
+    return x.as_tensor(), network, float(parser["foreground_threshold"])
+
+
+def mask(logits: torch.Tensor) -> np.ndarray:
+    return (logits[0, 0] > 0).numpy()
+
+
+def paths(network: torch.nn.Module, threshold: float) -> dict:
+    """The faster paths; bf16 where the CPU computes it natively (emulated bf16 is slower than fp32, and unused)."""
+    traced = torch.jit.trace(network, torch.rand(1, 1, 32, 32, 32))
+    skipping = HeadSlidingWindowInferer(threshold, **WINDOW)
+    runs = {
+        "skip windows": lambda x: skipping(x, network),
+        "torchscript + skip windows": lambda x: skipping(x, traced),
+    }
+    if cpu_has_native_bf16():
+        runs["bf16 + skip windows"] = lambda x: skipping(x, autocast_network(network, torch.bfloat16))
+    return runs
+
+
+def skipped_windows(x: torch.Tensor, threshold: float) -> int:
+    inferer = HeadSlidingWindowInferer(threshold, **WINDOW)
+    inferer(x, lambda windows: torch.zeros_like(windows))
+    return inferer.windows_skipped
+
+
+def test_faster_paths_agree_with_fp32_eager(case):
+    x, network, threshold = case
+    with torch.no_grad():
+        reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
+        results = {name: mask_agreement(reference, mask(run(x))) for name, run in paths(network, threshold).items()}
+    assert reference.mean() > 0.005 and mask_agreement(reference, reference)["count_reference"] >= 20
+    assert skipped_windows(x, threshold) > 0
+    for name, result in results.items():
+        assert result["dice"] >= MIN_DICE, (name, result)
+        assert result["count_change"] <= MAX_COUNT_CHANGE, (name, result)
+
+
+def test_inferring_says_which_precision_and_windows_ran(tmp_path):
+    """The real `run inferring` with --precision: the precision that ran and the windows skipped are logged."""
+    volume = head_in_field_of_view(synthetic_case(SHAPE)[0], (48, 56, 44))
+    image = write_nifti(tmp_path / "in" / "sub-01_T2w.nii.gz", volume, ras_affine())
+    model = save_tiny_model(tmp_path / "model.pt", image)
+    common = ["--input_dir", str(tmp_path / "in"), "--model_file", str(model)]
+    proc = infer(*common, "--output_dir", str(tmp_path / "out"), "--precision", "bf16", "--device", "cpu")
+    assert proc.returncode == 0, output(proc)
+    ran = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert f"Network precision on cpu: {ran}" in output(proc)
+    assert ("precision bf16 is not available on cpu" in output(proc)) != cpu_has_native_bf16()
+    skipped = re.search(r"Sliding windows: ran (\d+), skipped (\d+) without head", output(proc))
+    assert skipped and int(skipped[1]) > 0 and int(skipped[2]) > 0, output(proc)
+    assert list((tmp_path / "out").rglob("sub-01_desc-pvs_mask.nii.gz"))
+
+    proc = infer(*common, "--output_dir", str(tmp_path / "bad"), "--precision", "fp64")
+    assert proc.returncode != 0
+    assert "precision must be one of ('auto', 'fp32', 'bf16', 'fp16'), not 'fp64'" in output(proc)

@@ -1,0 +1,82 @@
+"""Sliding windows without head are skipped; inside the head the output is the plain inferer's."""
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import SMALL_NETWORK
+from monai.inferers import SlidingWindowInferer
+
+from scripts.inference.head_windows import HeadSlidingWindowInferer, head_mask
+from scripts.model.network import build_unetplusplus
+
+WINDOW = {"roi_size": [32, 32, 32], "sw_batch_size": 4, "overlap": 0.5, "mode": "gaussian"}
+THRESHOLD = 0.05
+
+
+def head_volume(shape=(80, 96, 64), specks: float = 0.0) -> torch.Tensor:
+    """A normalised image: an off-centre ellipsoid of random intensity in a background (non-cubic) that is zero
+    but for a fraction ``specks`` of isolated noise voxels above the foreground threshold."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    head = ((grid - np.array([0.2, 0.1, 0.0])[:, None, None, None]) ** 2 / 0.35).sum(0) < 1
+    rng = np.random.default_rng(0)
+    background = np.where(rng.random(shape) < specks, 0.2, 0.0)
+    return torch.from_numpy(np.where(head, rng.uniform(0.1, 1.0, shape), background).astype(np.float32))[None, None]
+
+
+def small_network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_unetplusplus(encoder_weights=None, norm="group", **SMALL_NETWORK).eval()
+
+
+def test_skipped_windows_leave_the_head_unchanged():
+    x, network = head_volume(), small_network()
+    inferer = HeadSlidingWindowInferer(THRESHOLD, **WINDOW)
+    with torch.no_grad():
+        plain, skipping = SlidingWindowInferer(**WINDOW)(x, network), inferer(x, network)
+    head = head_mask(x, THRESHOLD).bool()
+    assert head.sum() > 0.9 * (x >= THRESHOLD).sum()
+    assert inferer.windows_skipped > 0 and inferer.windows_run > 0
+    assert inferer.windows_run + inferer.windows_skipped == 4 * 5 * 3  # windows of 80 x 96 x 64, step 16
+    torch.testing.assert_close(skipping[head], plain[head], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(skipping[~head], plain[~head])  # background is written there, not computed
+
+
+def test_a_volume_without_head_never_runs_the_network():
+    calls = []
+
+    def network(windows: torch.Tensor) -> torch.Tensor:
+        calls.append(len(windows))
+        return windows
+
+    inferer = HeadSlidingWindowInferer(THRESHOLD, background_logit=-7.0, **WINDOW)
+    out = inferer(torch.full((1, 1, 48, 40, 36), THRESHOLD / 2), network)
+    assert calls == [] and inferer.windows_run == 0 and inferer.windows_skipped == 8
+    assert out.shape == (1, 1, 48, 40, 36)
+    torch.testing.assert_close(out, torch.full_like(out, -7.0))
+
+
+def test_skipping_off_is_the_plain_inferer():
+    x, network = head_volume((48, 64, 40)), small_network()
+    inferer = HeadSlidingWindowInferer(THRESHOLD, skip_background=False, **WINDOW)
+    with torch.no_grad():
+        torch.testing.assert_close(inferer(x, network), SlidingWindowInferer(**WINDOW)(x, network))
+    assert inferer.windows_skipped == 0
+
+
+def test_noise_specks_in_the_air_do_not_make_windows_run():
+    x = head_volume(specks=0.01)
+
+    def network(windows: torch.Tensor) -> torch.Tensor:
+        return windows
+
+    opened = HeadSlidingWindowInferer(THRESHOLD, **WINDOW)
+    raw = HeadSlidingWindowInferer(THRESHOLD, head_opening=0, **WINDOW)
+    opened(x, network), raw(x, network)
+    assert raw.windows_skipped == 0  # every window holds a speck
+    assert opened.windows_skipped > 0
+    assert not head_mask(x, THRESHOLD)[x < THRESHOLD].any()
+
+
+def test_negative_opening_is_refused():
+    with pytest.raises(ValueError, match="head_opening must be >= 0, not -1"):
+        head_mask(torch.zeros(1, 1, 4, 5, 6), THRESHOLD, opening=-1)
