@@ -284,7 +284,7 @@ class PVSMeasurement:
                     "pvs_volume_fraction": subject["burden"]["pvs_volume_fraction"],
                     **{f"{n}_count": by_region[n]["pvs_count"] for n in OVERLAY_REGIONS if n in by_region},
                     **{f"{n}_mm3": by_region[n]["pvs_volume_mm3"] for n in OVERLAY_REGIONS if n in by_region},
-                    "parcellation": subject["parcellation"] or "none",
+                    "parcellation": Path(subject["parcellation"]).name if subject["parcellation"] else "none",
                     "flags": ", ".join(subject["flags"]),
                 }
             )
