@@ -77,7 +77,8 @@ class Provenance:
             self.source_root = Path(dataset_dir).expanduser().resolve()
         self.output_dir = Path(output_dir).expanduser()
         self.model_file = Path(model_file) if model_file else None
-        metadata = json.loads(Path(metadata_file).read_text()) if metadata_file else {}
+        has_metadata = metadata_file is not None and Path(metadata_file).is_file()  # absent: bundle_root elsewhere
+        metadata = json.loads(Path(metadata_file).read_text()) if has_metadata else {}
         self.version = str(metadata.get("version", "unknown"))
         self.threshold = float(threshold)
         self.settings = json.loads(json.dumps(dict(settings or {})))  # plain JSON types, as read back
