@@ -5,8 +5,8 @@ For each precision, on one CUDA device, with the network, loss and sliding-windo
 
 - a training step (forward, Dice+BCE loss, backward, gradient clipping, AdamW step) on ``--batch_size`` patches:
   median seconds, patches/s and peak GPU memory (``torch.cuda.max_memory_allocated``);
-- sliding-window inference (train.json's ``validate#inferer``: window = patch size, 50 % overlap, gaussian blending,
-  ``sw_batch_size`` windows at a time) of one ``--volume`` volume: median seconds per volume and peak memory.
+- sliding-window inference (train.json's ``validate#window_inferer``: window = patch size, 50 % overlap, gaussian
+  blending, ``sw_batch_size`` windows at a time) of one ``--volume`` volume: median seconds per volume and peak memory.
 
 Warm-up iterations run first (cuDNN picks its algorithms, the allocator fills); every timing is taken between
 ``torch.cuda.synchronize()`` calls. fp16 uses a GradScaler, as the bundle's ``"amp": true`` does (MONAI's trainer
@@ -132,7 +132,7 @@ def measure_inference(args: argparse.Namespace, precision: str, device: torch.de
     reset_memory()
     parser = bundle_parts(args)
     network = parser.get_parsed_content("network_def").to(device).eval()
-    inferer = parser.get_parsed_content("validate#inferer")
+    inferer = parser.get_parsed_content("validate#window_inferer")
     volume = torch.rand((1, 1, *args.volume), device=device)
 
     def infer() -> None:

@@ -110,7 +110,7 @@ def test_output_folder_is_a_bids_derivatives_dataset(cohort):
         assert sidecar["ModelSHA256"] == Provenance(out, dataset, model_file=model).model_sha256
         assert sidecar["Settings"]["patch_size"] == [32, 32, 32] and sidecar["Settings"]["sw_overlap"] == 0.5
         assert sidecar["BundleVersion"] == metadata["version"] and sidecar["Type"] == "ROI"
-        assert sidecar[BURDEN_KEY]["subject"] == mask.name.removesuffix(MASK_SUFFIX)
+        assert sidecar[BURDEN_KEY]["image"] == source.name and sidecar[BURDEN_KEY]["subject"] == relative.parts[0]
 
 
 def test_two_processes_write_the_same_masks_and_table_as_one(cohort, tmp_path):

@@ -30,8 +30,10 @@ ONNX_CONVERTER_KWARGS = (
     "'dynamic_axes': {'image': {0: 'batch', 2: 'x', 3: 'y', 4: 'z'}, 'pred': {0: 'batch', 2: 'x', 3: 'y', 4: 'z'}}}"
 )
 # ONNX Runtime's CPU kernels against PyTorch's, both float32. Probabilities: |difference| <= 1e-4 (measured 4.9e-6).
-# Logits of this model reach |25|: |difference| <= 1e-4 + 1e-4 |logit| (measured up to 1.2e-4, relative 5e-6).
+# Logits of this model reach |25|: |difference| <= 2e-4 + 1e-4 |logit| (measured up to 1.2e-4 on a CPU with
+# AVX-512 and 1.4e-4 near zero on an AVX2-only AMD EPYC, whose kernels accumulate in another order).
 ONNX_ATOL = 1e-4
+ONNX_LOGIT_ATOL = 2e-4
 ONNX_RTOL = 1e-4
 EXPORT_ARGS = [
     "--meta_file",
@@ -135,7 +137,7 @@ def test_onnx_model_takes_windows_of_any_size_and_batch(exported):
     x = torch.rand(3, 1, 32, 64, 96)
     with torch.no_grad():
         expected = tiny_network(exported / "model.pt")(x).numpy()
-        np.testing.assert_allclose(network(x).numpy(), expected, rtol=ONNX_RTOL, atol=ONNX_ATOL)
+        np.testing.assert_allclose(network(x).numpy(), expected, rtol=ONNX_RTOL, atol=ONNX_LOGIT_ATOL)
 
 
 def test_onnx_model_with_fixed_shape_runs_windows_one_by_one_and_refuses_other_sizes(exported, tmp_path):

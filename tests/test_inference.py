@@ -126,11 +126,14 @@ def test_table_matches_the_written_masks(oriented_run):
         labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 3))
         voxel = float(np.prod(SPACING))  # the header stores it in float32: compare to 1e-6
         assert int(row["pvs_count"]) == count > 1
-        assert math.isclose(float(row["pvs_volume_mm3"]), mask.sum() * voxel, rel_tol=1e-6)
-        assert math.isclose(float(row["largest_pvs_mm3"]), np.bincount(labels.ravel())[1:].max() * voxel, rel_tol=1e-6)
+        # the table rounds volumes to 0.1 mm³ and fractions to 6 decimals
+        assert abs(float(row["pvs_volume_mm3"]) - mask.sum() * voxel) <= 0.05
+        assert abs(float(row["largest_pvs_mm3"]) - np.bincount(labels.ravel())[1:].max() * voxel) <= 0.05
         assert 0 < float(row["pvs_volume_mm3"]) < float(row["brain_volume_mm3"]) < np.prod(SHAPE) * voxel
         assert math.isclose(
-            float(row["pvs_volume_fraction"]), float(row["pvs_volume_mm3"]) / float(row["brain_volume_mm3"])
+            float(row["pvs_volume_fraction"]),
+            float(row["pvs_volume_mm3"]) / float(row["brain_volume_mm3"]),
+            rel_tol=1e-3,
         )
         assert row["brain_from_parcellation"] == "0"
         assert nib.load(str(inputs / name)).shape[:3] == mask.shape

@@ -50,6 +50,7 @@ CASE_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, *VOLUME_METRICS, "hd95_mm", *
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "n", "n_nan")
 RESULT_FILES: tuple[str, ...] = ("per_case_csv", "per_case_json", "summary", "agreement_figure")
 RATIO_DECIMALS = 4
+FRACTION_DECIMALS = 6
 VOLUME_DECIMALS = 1  # 0.1 mm³
 DISTANCE_DECIMALS = 2  # 0.01 mm
 
@@ -226,7 +227,12 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def decimals_for(name: str) -> int:
-    """Decimals a value named ``name`` is written with: 1 for ``*_mm3``, 2 for ``*_mm``, else 4."""
+    """Decimals a value named ``name`` is written with: 1 for ``*_mm3``, 2 for ``*_mm``, 6 for ``*_fraction``, else 4.
+
+    Volume fractions of PVS are of the order of 1e-3 of the brain, so they keep 6 decimals (3 significant digits).
+    """
+    if name.endswith("_fraction"):
+        return FRACTION_DECIMALS
     if name.endswith("_mm3"):
         return VOLUME_DECIMALS
     if name.endswith("_mm"):

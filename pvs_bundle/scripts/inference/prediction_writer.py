@@ -183,11 +183,12 @@ class PredictionWriter:
             self.provenance.write_dataset_description()
         counts = sorted(row["pvs_count"] for row in rows)
         logger.info(
-            "%d case(s): median %d PVS (range %d-%d). Masks under %s; PVS table %s, %s.",
+            "%d case(s): median %d PVS (range %d-%d). Wrote %d mask(s) under %s and the PVS table %s, %s.",
             len(rows),
             counts[len(counts) // 2],
             counts[0],
             counts[-1],
+            len(rows) if self.inputs is None else len(pending(self.inputs)),
             self.table_csv.parent,
             self.table_csv,
             self.table_json,
