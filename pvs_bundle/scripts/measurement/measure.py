@@ -29,6 +29,7 @@ import numpy as np
 
 from scripts.data.transforms import as_volume_index
 from scripts.distributed import gather_in_order
+from scripts.evaluation.case_metrics import decimals_for, rounded
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
 from scripts.measurement import qc_report
@@ -57,7 +58,11 @@ OVERLAY_REGIONS: tuple[str, ...] = ("basal_ganglia", "cerebral_white_matter")
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], csv_path: Path, json_path: Path) -> None:
-    """Write rows as CSV (NaN written as ``nan``) and as a JSON list (NaN as null), both atomically."""
+    """Write rows as CSV (NaN written as ``nan``) and as a JSON list (NaN as null), both atomically.
+
+    Numbers are rounded as in every table of the bundle (:func:`scripts.evaluation.case_metrics.decimals_for`).
+    """
+    rows = [{c: rounded(row[c], decimals_for(c)) for c in columns} for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
