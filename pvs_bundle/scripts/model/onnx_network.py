@@ -33,6 +33,27 @@ GRAPH_OPTIMIZATION_LEVELS: dict[str, str] = {
 }
 
 
+def onnx_model_file(model_file: str | Path) -> Path:
+    """Return the path of an exported ONNX model, checked to exist.
+
+    Args:
+        model_file: the ONNX file (``~`` expanded).
+
+    Returns:
+        The expanded path.
+
+    Raises:
+        FileNotFoundError: when the file does not exist, saying how to export it.
+    """
+    path = Path(model_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ONNX model {path} does not exist: export it with `python -m monai.bundle onnx_export "
+            "network_def --filepath models/model.onnx ...` (see scripts/model/onnx_network.py), or pass --onnx_file."
+        )
+    return path
+
+
 class OnnxRuntimeNetwork(nn.Module):
     """Run an ONNX model with ONNX Runtime's CPU execution provider behind ``forward``.
 
@@ -56,13 +77,7 @@ class OnnxRuntimeNetwork(nn.Module):
             levels = tuple(GRAPH_OPTIMIZATION_LEVELS)
             raise ValueError(f"graph_optimization_level must be one of {levels}, not {graph_optimization_level!r}.")
 
-        self.model_file = Path(model_file).expanduser()
-        if not self.model_file.is_file():
-            raise FileNotFoundError(
-                f"ONNX model {self.model_file} does not exist: export it with `python -m monai.bundle onnx_export "
-                "network_def --filepath models/model.onnx ...` (see scripts/model/onnx_network.py), "
-                "or pass --onnx_file."
-            )
+        self.model_file = onnx_model_file(model_file)
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.graph_optimization_level = getattr(

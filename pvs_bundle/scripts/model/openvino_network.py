@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from scripts.model.onnx_network import onnx_model_file
+
 logger = logging.getLogger("pvs_bundle.openvino_network")
 
 
@@ -35,13 +37,7 @@ class OpenVinoNetwork(nn.Module):
         super().__init__()
         import openvino as ov
 
-        self.model_file = Path(model_file).expanduser()
-        if not self.model_file.is_file():
-            raise FileNotFoundError(
-                f"ONNX model {self.model_file} does not exist: export it with `python -m monai.bundle onnx_export "
-                "network_def --filepath models/model.onnx ...` (see scripts/model/onnx_network.py), "
-                "or pass --onnx_file."
-            )
+        self.model_file = onnx_model_file(model_file)
         model = ov.Core().read_model(str(self.model_file))
         if (
             len(model.inputs) != 1
