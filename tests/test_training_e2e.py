@@ -8,6 +8,7 @@ from conftest import BUNDLE_ROOT, CONFIGS, REPO_ROOT, TINY_TRAINING, run_bundle,
 from monai.bundle import ConfigWorkflow
 
 from scripts.model.network import build_unetplusplus
+from scripts.training.threshold import THRESHOLDS
 
 
 def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
@@ -22,11 +23,13 @@ def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
     settings = json.loads((tmp_path / "models" / "model.json").read_text())
     assert settings["encoder_name"] == "efficientnet-b0" and settings["decoder_channels"] == [32, 16, 8, 8, 4]
     assert settings["norm"] == "batch" and settings["patch_size"] == [32, 32, 32] and settings["pixdim"] == [0.8] * 3
+    # the threshold chosen on the validation split goes with the model it was chosen for
+    assert settings["threshold"] in THRESHOLDS and settings["threshold_selection"]["validation_cases"] >= 1
     history = json.loads((tmp_path / "eval" / "training_history.json").read_text())
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
     for row in history["epochs"]:
         assert {"train_loss", "lr", "val_loss", "val_dice", "val_iou", "val_precision", "val_recall"} <= set(row)
-        assert 0.0 <= row["val_dice"] <= 1.0
+        assert 0.0 <= row["val_dice"] <= row["val_dice_tuned"] <= 1.0 and row["val_threshold"] in THRESHOLDS
     assert (tmp_path / "eval" / "training_history.png").stat().st_size > 1000
     datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
     assert "sub-006" not in json.dumps(datalist)  # its mask is empty

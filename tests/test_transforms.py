@@ -56,7 +56,26 @@ def test_image_only_preprocessing_for_inference(tmp_path):
 
 def test_unknown_intensity_mode():
     with pytest.raises(ValueError, match="intensity mode must be one of"):
-        intensity_transform("image", {"mode": "zscore"})
+        intensity_transform("image", {"mode": "minmax"})
+
+
+def test_zscore_uses_the_heads_statistics_and_stays_invertible(tmp_path):
+    """Head voxels get mean 0 and sd 1 whatever the field of view; the grid still maps back to the native one."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 48, 36))
+    image[8:32, 10:38, 6:30] = rng.normal(600, 60, (24, 28, 24))
+    zscore = {"mode": "zscore", "lower": 0.5, "upper": 99.5}
+    transform = Compose(preprocessing([0.8, 0.8, 0.8], zscore, keys=["image"]))
+    small = transform({"image": str(write_nifti(tmp_path / "small.nii.gz", image))})["image"]
+    padded = np.pad(image, 20)  # the same head in a larger field of view
+    large = transform({"image": str(write_nifti(tmp_path / "large.nii.gz", padded))})["image"]
+    for out in (small, large):
+        values = out.array.ravel()
+        head = values[values > values.min() + 1.0]  # background sits ~10 sd below the head
+        assert abs(head.mean()) < 0.05 and abs(head.std() - 1.0) < 0.05
+    assert np.allclose(small.array.max(), large.array.max(), atol=1e-4)
+    restored = transform.inverse({"image": small})["image"]
+    assert restored.shape[1:] == image.shape
 
 
 def test_seed_overlay_restores_the_original_script_preprocessing():

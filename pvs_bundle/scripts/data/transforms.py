@@ -25,7 +25,7 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple
 
-INTENSITY_MODES: tuple[str, ...] = ("percentile", "range")
+INTENSITY_MODES: tuple[str, ...] = ("percentile", "range", "zscore")
 NO_INDEX: tuple[str, ...] = ("null", "none", "")  # volume_index values that mean "no selection"
 # A label voxel is PVS when its value exceeds this (so 0/1 and 0/255 masks both binarise correctly).
 LABEL_THRESHOLD = 0.5
@@ -38,7 +38,9 @@ def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransfo
         image_key: the image key.
         intensity: ``{"mode": "percentile", "lower": 0.5, "upper": 99.5}`` (robust to MRI's arbitrary units;
             the default) or ``{"mode": "range", "a_min": -1000, "a_max": 3000}`` (the seed script's fixed window).
-            Both map to [0, 1] and clip.
+            Both map to [0, 1] and clip. ``{"mode": "zscore", "lower": 0.5, "upper": 99.5}`` starts as
+            "percentile" without clipping (the head crop's threshold is in those units); :func:`preprocessing` then
+            adds :class:`HeadZScored`.
 
     Returns:
         The transform.
@@ -47,15 +49,44 @@ def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransfo
         ValueError: on an unknown mode.
     """
     mode = intensity.get("mode", "percentile")
-    if mode == "percentile":
+    if mode in ("percentile", "zscore"):
+        # z-score: no clipping, so the head's z-scores do not depend on how much air the field of view holds
         return ScaleIntensityRangePercentilesd(
-            image_key, lower=intensity["lower"], upper=intensity["upper"], b_min=0.0, b_max=1.0, clip=True
+            image_key, lower=intensity["lower"], upper=intensity["upper"], b_min=0.0, b_max=1.0, clip=mode != "zscore"
         )
     if mode == "range":
         return ScaleIntensityRanged(
             image_key, a_min=intensity["a_min"], a_max=intensity["a_max"], b_min=0.0, b_max=1.0, clip=True
         )
     raise ValueError(f"intensity mode must be one of {INTENSITY_MODES}, not {mode!r}.")
+
+
+class HeadZScored(MapTransform):
+    """Z-score an image with the mean and standard deviation of its head voxels (nnU-Net's MRI normalisation).
+
+    Applied after the head crop, to an image in [0, 1]: the head is where it exceeds ``threshold`` (the crop's
+    foreground rule), so the statistics ignore the air around the head and do not depend on how much of it the
+    field of view holds. Every voxel, head or not, is mapped with the head's statistics.
+
+    Args:
+        keys: keys of the images.
+        threshold: value above which a voxel counts as head.
+    """
+
+    def __init__(self, keys: Sequence[Hashable] | Hashable, threshold: float) -> None:
+        super().__init__(keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Z-score every image with its head's statistics (the whole image's when it has no head voxel)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            head = image[image > self.threshold]
+            values = head if head.numel() > 1 else image.reshape(-1)
+            mean, std = values.mean(), values.std()
+            d[key] = (image - mean) / max(float(std), 1e-6)
+        return d
 
 
 def as_volume_index(value: int | str | None) -> int | None:
@@ -143,8 +174,10 @@ def preprocessing(
             margin=foreground_margin,
             allow_smaller=True,
         ),
-        EnsureTyped(keys, track_meta=True),
     ]
+    if intensity.get("mode") == "zscore":
+        transforms.append(HeadZScored(image_key, threshold=foreground_threshold))
+    transforms.append(EnsureTyped(keys, track_meta=True))
     return transforms
 
 

@@ -55,13 +55,21 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _plain(settings[k]) for k in SETTINGS}
 
 
-def write_settings(model_file: str | Path, settings: Mapping[str, Any]) -> Path:
+def write_settings(model_file: str | Path, settings: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Path:
     """Write the settings of ``model_file`` beside it (``model.json``), atomically.
 
+    Args:
+        model_file: the model file.
+        settings: the network and preprocessing settings (:data:`SETTINGS`).
+        extra: what else belongs to this model, after the settings (the validation-chosen ``threshold``).
+
     Raises:
-        ValueError: if a setting is missing.
+        ValueError: if a setting is missing, or ``extra`` would replace one.
     """
-    text = json.dumps(check_settings(settings), indent=4) + "\n"
+    extra = dict(extra or {})
+    if clash := sorted(set(extra) & set(SETTINGS)):
+        raise ValueError(f"extra model information must not replace the settings {clash}.")
+    text = json.dumps({**check_settings(settings), **_plain(extra)}, indent=4) + "\n"
     return atomic_write(settings_file(model_file), lambda p: p.write_text(text))
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from scripts.io import atomic_write
 from scripts.model.model_file import write_settings
+from scripts.training.threshold import ThresholdSweep
 
 logger = logging.getLogger("pvs_bundle.checkpoint")
 
@@ -63,12 +64,21 @@ class BestModelSaver:
         save_file: where the state dict goes (``models/model.pt``).
         network: the network (a DDP wrapper is unwrapped).
         settings: the network and preprocessing settings (:data:`scripts.model.model_file.SETTINGS`), or None.
+        threshold_sweep: the validator's :class:`scripts.training.threshold.ThresholdSweep`, whose choice is saved
+            with the settings (``"threshold"``), or None.
     """
 
-    def __init__(self, save_file: str | Path, network: nn.Module, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        save_file: str | Path,
+        network: nn.Module,
+        settings: dict[str, Any] | None = None,
+        threshold_sweep: ThresholdSweep | None = None,
+    ) -> None:
         self.save_file = Path(save_file)
         self.network = network
         self.settings = settings
+        self.threshold_sweep = threshold_sweep
 
     def attach(self, engine: Engine) -> None:
         """Register on the validator's EPOCH_COMPLETED event."""
@@ -79,7 +89,8 @@ class BestModelSaver:
         if engine.state.best_metric_epoch == engine.state.epoch and is_main_process():
             save_atomic(unwrap(self.network).state_dict(), self.save_file)
             if self.settings is not None:
-                write_settings(self.save_file, self.settings)
+                chosen = self.threshold_sweep.stored(engine.state.epoch) if self.threshold_sweep else None
+                write_settings(self.save_file, self.settings, chosen)
             logger.info("Saved the best model (%s) to %s", engine.state.best_metric, self.save_file)
 
 

@@ -1,0 +1,71 @@
+"""The validation-chosen probability threshold: the sweep's Dice, its choice, and what is stored with the model."""
+
+import json
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from scripts.training.checkpoint import BestModelSaver
+from scripts.training.threshold import THRESHOLDS, ThresholdSweep, best_threshold
+
+
+def _logits(probabilities):
+    return torch.logit(torch.tensor(probabilities, dtype=torch.float32), eps=1e-6)
+
+
+def _case(probabilities, label):
+    return {"logits": _logits(probabilities).reshape(1, 1, -1), "label": torch.tensor(label).reshape(1, 1, -1)}
+
+
+def test_case_dice_at_each_threshold_by_hand():
+    sweep = ThresholdSweep(thresholds=[0.25, 0.5, 0.75])
+    # reference: voxels 0, 1, 2; probabilities 0.9, 0.6, 0.3 there and 0.4, 0.1 outside
+    dice = sweep.case_dice(_logits([0.9, 0.6, 0.3, 0.4, 0.1]), torch.tensor([1, 1, 1, 0, 0]))
+    # t = 0.25: pred {0, 1, 2, 3}: 2·3 / (4 + 3); t = 0.5: pred {0, 1}: 2·2 / (2 + 3); t = 0.75: pred {0}: 2 / 4
+    assert dice.tolist() == pytest.approx([6 / 7, 4 / 5, 2 / 4])
+
+
+def test_empty_reference_counts_like_the_key_metric():
+    sweep = ThresholdSweep(thresholds=[0.5, 0.95])
+    dice = sweep.case_dice(_logits([0.9, 0.1]), torch.tensor([0, 0]))
+    assert dice.tolist() == [0.0, 1.0]  # a false positive scores 0, nothing predicted scores 1
+
+
+def test_best_threshold_prefers_the_one_nearest_half_on_a_tie():
+    assert best_threshold([0.3, 0.4, 0.6, 0.7], [0.8, 0.9, 0.9, 0.7]) == (0.4, 0.9)
+    assert best_threshold([0.3, 0.45, 0.6], [0.8, 0.8, 0.8]) == (0.45, 0.8)
+    with pytest.raises(ValueError, match="one length"):
+        best_threshold([0.5], [])
+    with pytest.raises(ValueError, match=r"numbers in \(0, 1\)"):
+        ThresholdSweep(thresholds=[0.5, 1.0])
+
+
+def test_sweep_on_a_validation_run_and_the_model_json_it_writes(tmp_path):
+    """A real ignite engine runs the sweep over two cases; the saver stores its choice beside the weights."""
+    cases = [
+        [_case([0.45, 0.42, 0.2, 0.1], [1, 1, 0, 0])],  # PVS under-confident: only t < 0.42 finds both voxels
+        [_case([0.8, 0.41, 0.3, 0.05], [1, 1, 0, 0])],
+    ]
+    validator = Engine(lambda engine, batch: batch)
+    sweep = ThresholdSweep()
+    sweep.attach(validator)
+    network = torch.nn.Conv3d(1, 1, 1)
+    settings = {k: 1 for k in ("encoder_name", "norm", "decoder_channels", "patch_size", "in_channels", "classes")}
+    settings |= {"pixdim": [0.8] * 3, "intensity": {"mode": "zscore", "lower": 0.5, "upper": 99.5}}
+    saver = BestModelSaver(tmp_path / "model.pt", network, settings=settings, threshold_sweep=sweep)
+
+    def new_best(engine):  # what MONAI's evaluator records before its handlers run
+        engine.state.best_metric, engine.state.best_metric_epoch = engine.state.metrics["val_dice_tuned"], 1
+
+    validator.add_event_handler(Events.EPOCH_COMPLETED, new_best)
+    saver.attach(validator)
+    validator.run(cases, max_epochs=1)
+    # t in 0.35, 0.4: both cases perfect (case 2 keeps 0.41 but drops 0.3); t = 0.5: Dice 0 and 2/3
+    assert validator.state.metrics["val_threshold"] == 0.4
+    assert validator.state.metrics["val_dice_tuned"] == pytest.approx(1.0)
+    stored = json.loads((tmp_path / "model.json").read_text())
+    assert stored["threshold"] == 0.4 and stored["encoder_name"] == 1
+    assert stored["threshold_selection"]["val_dice_at_0.5"] == pytest.approx((0 + 2 / 3) / 2, abs=1e-6)
+    assert stored["threshold_selection"]["validation_cases"] == 2 and stored["threshold_selection"]["epoch"] == 1
+    assert 0.4 in THRESHOLDS
