@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_ROOT = REPO_ROOT / "pvs_bundle"
@@ -77,10 +78,33 @@ def bids_dataset(tmp_path: Path) -> Path:
     return make_bids_dataset(tmp_path / "ds", subjects=("001", "002", "003", "004", "005", "006"), empty=("006",))
 
 
+def pin_worker_to_its_cores() -> None:
+    """Give each pytest-xdist worker (-n auto) its own cores; the bundle runs it starts inherit them.
+
+    Two torch processes on one core spin on each other (10-20 times slower each); pinned, each worker's bundle runs
+    see only its cores, so the bundle's own automatic threads and loader workers (scripts/cpu.py) fit them.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker[2:]) :: int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))] or cores
+    os.sched_setaffinity(0, share)
+
+
+def threads_per_worker() -> int:
+    """Torch threads for one test process: the cores it may run on, at most 2."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+pin_worker_to_its_cores()
+torch.set_num_threads(threads_per_worker())
+
+
 def bundle_env() -> dict[str, str]:
-    """Environment for bundle subprocesses: CPU only, few threads, offline hub cache."""
+    """Environment for bundle subprocesses: CPU only, this worker's share of the cores, offline hub cache."""
     env = dict(os.environ)
-    env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"})
+    env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads_per_worker()), "PYTHONUNBUFFERED": "1"})
     return env
 
 
