@@ -162,6 +162,23 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def sum_over_ranks(value: float, device: torch.device | None = None) -> float:
+    """The sum of ``value`` over every process (``value`` itself without a process group).
+
+    Args:
+        value: this process's number.
+        device: where the reduction's tensor lives (the process's GPU under NCCL); the CPU by default.
+
+    Returns:
+        The same sum on every rank.
+    """
+    if process_rank_and_count()[1] == 1:
+        return float(value)
+    total = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
+
+
 def input_shard(data: Sequence[T], allow_empty: bool = True) -> list[T]:
     """Return the inputs this process handles: rank r of N takes inputs r, r + N, r + 2N, ...
 

@@ -113,6 +113,7 @@ class TrainingStateHandler:
         lr_scheduler: the learning-rate scheduler.
         validator: the evaluator (its best metric and epoch are saved).
         early_stop: MONAI ``EarlyStopHandler`` whose counter and best score are saved, or None.
+        cpu_budget: :class:`scripts.training.budget.CPUBudgetHandler` whose CPU minutes are saved, or None.
         resume: whether to continue from an existing training state.
         guarded_files: result files that a fresh run must not overwrite.
     """
@@ -125,6 +126,7 @@ class TrainingStateHandler:
         lr_scheduler: Any,
         validator: Engine,
         early_stop: Any = None,
+        cpu_budget: Any = None,
         resume: bool | str = True,
         guarded_files: list[str | Path] | tuple = (),
     ) -> None:
@@ -134,6 +136,7 @@ class TrainingStateHandler:
         self.lr_scheduler = lr_scheduler
         self.validator = validator
         self.early_stop = early_stop
+        self.cpu_budget = cpu_budget
         self.resume = as_bool(resume, "resume")
         self.guarded_files = [Path(f) for f in guarded_files]
 
@@ -156,6 +159,7 @@ class TrainingStateHandler:
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "trainer": engine.state_dict(),
             "early_stopping": early.state_dict() if early is not None else None,
+            "cpu_budget": self.cpu_budget.state_dict() if self.cpu_budget is not None else None,
             "validator": {
                 "best_metric": float(self.validator.state.best_metric),
                 "best_metric_epoch": int(self.validator.state.best_metric_epoch),
@@ -180,7 +184,7 @@ class TrainingStateHandler:
             )
 
     def load(self, engine: Engine) -> None:
-        """Load the saved state into the network, optimizer, scheduler, trainer, early stopping and validator."""
+        """Load the saved state into the network, optimizer, scheduler, trainer, early stop, budget and validator."""
         state = torch.load(self.state_file, map_location="cpu", weights_only=True)
         unwrap(self.network).load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -191,6 +195,8 @@ class TrainingStateHandler:
         early = self._early_stopping()
         if early is not None and state["early_stopping"] is not None:
             early.load_state_dict(state["early_stopping"])
+        if self.cpu_budget is not None and state.get("cpu_budget") is not None:
+            self.cpu_budget.load_state_dict(state["cpu_budget"])
         self.validator.state.best_metric = state["validator"]["best_metric"]
         self.validator.state.best_metric_epoch = state["validator"]["best_metric_epoch"]
         logger.info(

@@ -67,7 +67,8 @@ class TrainingHistoryHandler:
     """Write the training history (JSON) and its curves (PNG) after every epoch.
 
     Each epoch's row holds the mean training loss, the learning rate used, and, for epochs that ran
-    validation, every validation metric (``val_loss``, ``val_dice``, …). Files are written atomically.
+    validation, every validation metric (``val_loss``, ``val_dice``, …), and with ``cpu_budget`` the CPU minutes
+    used by the end of the epoch (``cpu_minutes``). Files are written atomically.
     An existing history file is continued when the trainer resumes from a later epoch, and its rows from
     epochs at or after the first epoch run now are replaced.
 
@@ -76,6 +77,7 @@ class TrainingHistoryHandler:
         plot_file: path of the PNG of the curves; None to skip the plot.
         validator: the evaluator whose metrics are recorded after each validation.
         key_metric: name of the key validation metric (recorded as the best so far).
+        cpu_budget: :class:`scripts.training.budget.CPUBudgetHandler` counting the CPU minutes, or None.
     """
 
     def __init__(
@@ -84,11 +86,13 @@ class TrainingHistoryHandler:
         plot_file: str | Path | None = None,
         validator: Engine | None = None,
         key_metric: str = "val_dice",
+        cpu_budget: Any = None,
     ) -> None:
         self.history_file = Path(history_file)
         self.plot_file = Path(plot_file) if plot_file is not None else None
         self.validator = validator
         self.key_metric = key_metric
+        self.cpu_budget = cpu_budget
         self.rows: list[dict[str, Any]] = []
         self._losses: list[float] = []
         self._lr: float | None = None
@@ -132,6 +136,8 @@ class TrainingHistoryHandler:
     def __call__(self, engine: Engine) -> None:
         """Append this epoch's row, then write the JSON and the plot."""
         row: dict[str, Any] = {"epoch": engine.state.epoch, "train_loss": _mean(self._losses), "lr": self._lr}
+        if self.cpu_budget is not None:
+            row["cpu_minutes"] = round(self.cpu_budget.used_minutes, 3)
         if self._val_metrics is not None:
             row.update(self._val_metrics)
             self._val_metrics = None
