@@ -251,6 +251,7 @@ def test_threshold_stored_with_the_model_and_small_component_removal_reach_the_m
     stored = infer(*args)
     assert stored.returncode == 0, output(stored)
     assert "Probability threshold 0.3 (threshold auto: chosen on validation, stored in" in stored.stdout
+    assert stored.stdout.count("Probability threshold") == 1  # said once, though the mask and sidecar both use it
     prob = load(out / "case_desc-pvs_probseg.nii.gz")
     low = load(out / "case_desc-pvs_mask.nii.gz")
     assert np.array_equal(low, prob >= 0.3)
