@@ -233,10 +233,22 @@ def test_default_run_id_evaluates_from_the_repository_root(trained, tmp_path):
     output_dir = _copy_training_outputs(trained, tmp_path)
     configs = "['pvs_bundle/configs/train.json','pvs_bundle/configs/evaluate.json']"
     args = ["run", "--config_file", configs, "--bundle_root", "pvs_bundle"]
-    proc = run_bundle([*args, *_paths(trained / "ds", output_dir, trained / "models"), *TINY_TRAINING], cwd=REPO_ROOT)
+    levers = ["--tta", "mirror", "--tta_axes", "[2]", "--min_pvs_voxels", "5"]
+    paths = _paths(trained / "ds", output_dir, trained / "models")
+    proc = run_bundle([*args, *paths, *TINY_TRAINING, *levers], cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (output_dir / SUMMARY_FILE).is_file() and (output_dir / FIGURE_FILE).is_file()
     assert not (output_dir / "predictions").exists()  # save_predictions defaults to false
+    summary = json.loads((output_dir / SUMMARY_FILE).read_text())
+    stored = json.loads((trained / "models" / "model.json").read_text()).get("threshold", 0.5)
+    assert (summary["threshold"], summary["tta"], summary["tta_axes"], summary["min_pvs_voxels"]) == (
+        stored,
+        "mirror",
+        [2],
+        5,
+    )
+    census = json.loads((output_dir / "test_pvs_census.json").read_text())
+    assert all(row["voxels"] >= 5 for row in census)  # the census counts the cleaned mask
 
 
 def test_baseline_chooses_its_threshold_on_training_and_scores_the_test_split(bids_dataset, tmp_path):

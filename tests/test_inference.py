@@ -239,6 +239,38 @@ def test_existing_mask_is_never_overwritten_silently(tmp_path, model_file):
     assert not list(existing.parent.glob(".*.tmp"))
 
 
+def test_threshold_stored_with_the_model_and_small_component_removal_reach_the_mask(tmp_path, model_file):
+    model = tmp_path / "model" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(model_file.read_bytes())
+    (tmp_path / "model" / "model.json").write_text(json.dumps({"threshold": 0.3}))
+    image = write_nifti(tmp_path / "in" / "case.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
+    out = tmp_path / "out"
+    args = ["--input_files", f"['{image}']", "--output_dir", str(out), "--model_file", str(model)]
+    args += ["--save_probabilities", "true"]
+    stored = infer(*args)
+    assert stored.returncode == 0, output(stored)
+    assert "Probability threshold 0.3 (threshold auto: chosen on validation, stored in" in stored.stdout
+    assert stored.stdout.count("Probability threshold") == 1  # said once, though the mask and sidecar both use it
+    prob = load(out / "case_desc-pvs_probseg.nii.gz")
+    low = load(out / "case_desc-pvs_mask.nii.gz")
+    assert np.array_equal(low, prob >= 0.3)
+    sidecar = out / "case_desc-pvs_mask.json"
+    assert json.loads(sidecar.read_text())["Threshold"] == 0.3
+    # another threshold and a minimum size: --skip_existing must segment the input again, not keep the 0.3 mask
+    given = infer(*args, "--threshold", "0.5", "--min_pvs_voxels", "3", "--skip_existing", "true")
+    assert given.returncode == 0, output(given)
+    assert "differ from this run's; segmenting it again" in given.stdout
+    high = load(out / "case_desc-pvs_mask.nii.gz")
+    labels, _ = ndimage.label(prob >= 0.5, structure=ndimage.generate_binary_structure(3, 3))
+    sizes = np.bincount(labels.ravel())
+    assert (sizes[1:] < 3).any() and (sizes[1:] >= 3).any()  # the removal has something to remove, and to keep
+    assert np.array_equal(high, np.isin(labels, np.flatnonzero(sizes >= 3)) & (labels > 0))
+    record = json.loads(sidecar.read_text())
+    assert record["Threshold"] == 0.5 and record["Settings"]["min_pvs_voxels"] == 3
+    assert record["PVSBurden"]["pvs_count"] == int((sizes[1:] >= 3).sum())
+
+
 def test_missing_model_file_fails_first_with_the_fix(tmp_path):
     image = write_nifti(tmp_path / "in" / "case.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
     absent = tmp_path / "models" / "model.pt"

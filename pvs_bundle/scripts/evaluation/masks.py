@@ -2,7 +2,9 @@
 
 - A **prediction** voxel is foreground when its value (a sigmoid probability, or 0/1) is **>= 0.5**. This is
   also what MONAI's ``AsDiscreted(threshold=0.5)`` in the configs does (``img >= threshold``), so the masks the
-  bundle writes, scores and measures are one and the same.
+  bundle writes, scores and measures are one and the same. Evaluation and inference binarise the probabilities once,
+  at their ``threshold`` setting (0.5 unless the model stores another:
+  :func:`scripts.model.model_file.resolve_threshold`), and this rule then reads that 0/1 mask.
 - A **reference** voxel is foreground when its value is **non-zero after rounding to one decimal**: 0/1 and
   0/255 masks as expected, and a voxel marked by one of two raters (0.5) counts; values below 0.05 (resampling
   or compression noise) do not.

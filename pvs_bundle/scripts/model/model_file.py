@@ -6,6 +6,8 @@ load, with ``weights_only=True``). Beside it, ``models/model.json`` records the 
 intensity scaling), written atomically each time the best model is saved. Inference, evaluation and export check
 the config they build against it before any weight is loaded, and stop with one line naming every difference and
 the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as before, unchecked.
+The settings file may also store the probability threshold chosen on the validation split (top-level
+``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`).
 """
 
 from __future__ import annotations
@@ -127,3 +129,42 @@ def check_model_settings(model_file: str | Path, settings: Mapping[str, Any]) ->
         )
     logger.info("Model %s: %s.", model_file, ", ".join(f"{k} {saved[k]}" for k in SETTINGS if k in saved))
     return saved
+
+
+def _is_probability(value: Any) -> bool:
+    """Whether ``value`` is a number (not a bool) strictly between 0 and 1."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 < float(value) < 1.0
+
+
+def resolve_threshold(value: str | float, model_file: str | Path) -> float:
+    """The probability threshold of the masks: ``value`` itself, or for ``"auto"`` the one stored with the model.
+
+    ``"auto"`` takes the top-level ``"threshold"`` of ``model.json`` beside ``model_file`` (chosen on the validation
+    split by training), else 0.5 (a model file without settings, or settings without a threshold). Logs once which
+    threshold is used and where it came from.
+
+    Args:
+        value: ``"auto"`` or a number in (0, 1).
+        model_file: the model file whose ``model.json`` may store a threshold.
+
+    Returns:
+        The threshold, a float in (0, 1).
+
+    Raises:
+        ValueError: if ``value`` is neither ``"auto"`` nor a number in (0, 1).
+        BundleError: if ``model.json`` stores a threshold that is not a number in (0, 1), or cannot be read.
+    """
+    if value != "auto":
+        if not _is_probability(value):
+            raise ValueError(f"threshold must be 'auto' or a number in (0, 1), not {value!r}.")
+        logger.info("Probability threshold %g (set by threshold).", value)
+        return float(value)
+    path = settings_file(model_file)
+    stored = (read_settings(model_file) or {}).get("threshold")
+    if stored is None:
+        logger.info("Probability threshold 0.5 (threshold auto: %s stores none).", path)
+        return 0.5
+    if not _is_probability(stored):
+        raise BundleError(f"{path} must store a threshold in (0, 1), not {stored!r}: retrain, or pass --threshold 0.5")
+    logger.info("Probability threshold %g (threshold auto: chosen on validation, stored in %s).", stored, path)
+    return float(stored)
