@@ -1,0 +1,87 @@
+"""Where the CPU time of inference goes: a torch.profiler breakdown of the network on one batch of windows.
+
+Runs the UNet++ of ``configs/inference.json`` (``--encoder``, ``--norm``, random weights: the time does not depend on
+them) in fp32 eager on ``--sw_batch_size`` windows of ``--window`` voxels, as the sliding window feeds it, and
+prints: the operators by self CPU time with their share, the floating-point work of the convolutions (the
+profiler's FLOP count), the rate this CPU reached on them, and what that rate implies for a whole volume of
+``--windows`` windows (the count ``benchmarks/inference_runtime.py`` reports for the full-size head) — the floor
+that faster kernels, not fewer Python steps, would have to lower.
+
+Run from the repository root::
+
+    python benchmarks/profile_forward.py --encoder efficientnet-b0 --norm group
+    python benchmarks/profile_forward.py --encoder efficientnet-b7 --norm batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1] / "pvs_bundle"
+sys.path.insert(0, str(BUNDLE_ROOT))
+
+from scripts.cpu import available_cores  # noqa: E402
+from scripts.model.network import build_unetplusplus  # noqa: E402
+
+
+def main() -> None:
+    """Profile one forward pass and print the breakdown."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default="efficientnet-b0")
+    parser.add_argument("--norm", default="group", choices=["batch", "group", "instance"])
+    parser.add_argument("--window", type=int, default=96, help="window edge in voxels (a multiple of 32)")
+    parser.add_argument("--sw_batch_size", type=int, default=4)
+    parser.add_argument("--windows", type=int, default=144, help="windows per volume, for the per-volume floor")
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+
+    torch.set_num_threads(available_cores())
+    network = build_unetplusplus(
+        encoder_name=args.encoder, encoder_weights=None, patch_size=[args.window] * 3, norm=args.norm
+    ).eval()
+    batch = torch.rand(args.sw_batch_size, 1, args.window, args.window, args.window)
+    with torch.inference_mode():
+        network(batch[:1])  # warm-up: oneDNN primitive creation
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            network(batch)
+        wall = time.perf_counter() - start
+
+    self_us: dict[str, float] = defaultdict(float)
+    flops: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        self_us[event.key] += event.self_cpu_time_total
+        flops[event.key] += event.flops or 0
+    total_us = sum(self_us.values())
+    conv_names = [k for k in self_us if "conv" in k.lower() and flops[k]]
+    conv_us = sum(self_us[k] for k in conv_names)
+    conv_flops = sum(flops[k] for k in conv_names)
+
+    print(f"# {platform.processor() or platform.machine()}, {available_cores()} cores, torch {torch.__version__}")
+    print(f"# {args.encoder} / {args.norm}: {args.sw_batch_size} windows of {args.window}³, fp32 eager")
+    print(f"forward wall time: {wall:.2f} s ({wall / args.sw_batch_size:.2f} s per window; profiler on)")
+    print(f"\n{'operator':<40} {'self CPU s':>10} {'share':>7} {'GFLOP':>9}")
+    for name in sorted(self_us, key=self_us.get, reverse=True)[: args.top]:
+        share = self_us[name] / total_us
+        print(f"{name:<40} {self_us[name] / 1e6:>10.2f} {share:>7.1%} {flops[name] / 1e9:>9.1f}")
+    rate = conv_flops / (conv_us / 1e6) if conv_us else float("nan")
+    conv_share = conv_us / total_us
+    print(f"\nconvolutions: {conv_share:.1%} of the CPU time, {conv_flops / 1e9:.0f} GFLOP, {rate / 1e9:.1f} GFLOP/s")
+    per_window = wall / args.sw_batch_size
+    conv_floor = conv_flops / args.sw_batch_size / rate * args.windows if conv_us else float("nan")
+    print(
+        f"per volume of {args.windows} windows: {per_window * args.windows:.0f} s at this forward rate; "
+        f"the convolutions alone {conv_floor:.0f} s at {rate / 1e9:.1f} GFLOP/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
