@@ -11,7 +11,7 @@ from conftest import TINY_TRAINING, run_bundle, run_dirs
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator
 
-from scripts.training.budget import CPUBudgetHandler, check_max_cpu_minutes, process_cpu_seconds
+from scripts.training.budget import CPUBudget, CPUBudgetHandler, check_max_cpu_minutes, process_cpu_seconds
 
 BURN_ONE_SECOND = (
     "import sys, time\n"
@@ -40,7 +40,7 @@ def test_cpu_of_a_child_process_is_counted_while_it_runs_and_after_it_ended():
 @pytest.mark.parametrize("value", [0, -1.5, "ten", True, [1]])
 def test_max_cpu_minutes_must_be_positive_or_null(value):
     with pytest.raises(ValueError, match="max_cpu_minutes must be a positive number or null, not"):
-        CPUBudgetHandler(value)
+        CPUBudget(value)
 
 
 def test_null_budget_means_no_limit():
@@ -48,7 +48,7 @@ def test_null_budget_means_no_limit():
     assert check_max_cpu_minutes(2) == 2.0
 
 
-def _burning_trainer(budget: CPUBudgetHandler, validator: Engine, val_interval: int) -> Engine:
+def _burning_trainer(budget: CPUBudget, validator: Engine, val_interval: int) -> Engine:
     def step(engine, batch):
         t = time.process_time()
         while time.process_time() - t < 0.05:
@@ -57,7 +57,7 @@ def _burning_trainer(budget: CPUBudgetHandler, validator: Engine, val_interval: 
 
     trainer = Engine(step)
     trainer.add_event_handler(Events.EPOCH_COMPLETED(every=val_interval), lambda e: validator.run(e.state.epoch))
-    budget.attach(trainer)
+    CPUBudgetHandler(budget, validator).attach(trainer)
     return trainer
 
 
@@ -71,7 +71,7 @@ def _validator() -> tuple[SupervisedEvaluator, list[int]]:
 
 def test_spent_budget_stops_mid_epoch_validates_once_and_says_so(caplog):
     validator, runs = _validator()
-    budget = CPUBudgetHandler((process_cpu_seconds() + 0.5) / 60, validator=validator)
+    budget = CPUBudget((process_cpu_seconds() + 0.5) / 60)
     trainer = _burning_trainer(budget, validator, val_interval=100)
     with caplog.at_level("INFO", logger="pvs_bundle.budget"):
         trainer.run(range(50), max_epochs=100)
@@ -84,7 +84,7 @@ def test_spent_budget_stops_mid_epoch_validates_once_and_says_so(caplog):
 
 def test_budget_spent_at_a_validation_epoch_does_not_validate_twice():
     validator, runs = _validator()
-    budget = CPUBudgetHandler((process_cpu_seconds() + 0.3) / 60, validator=validator)
+    budget = CPUBudget((process_cpu_seconds() + 0.3) / 60)
     trainer = _burning_trainer(budget, validator, val_interval=1)
     trainer.run(range(1000), max_epochs=5)  # the budget ends the first epoch, which validates anyway
     assert trainer.state.epoch == 1
@@ -92,12 +92,12 @@ def test_budget_spent_at_a_validation_epoch_does_not_validate_twice():
 
 
 def test_resumed_run_goes_on_counting_the_saved_minutes():
-    first = CPUBudgetHandler(1000.0)
+    first = CPUBudget(1000.0)
     first.used_minutes = 999.9
-    resumed = CPUBudgetHandler(1000.0)
+    resumed = CPUBudget(1000.0)
     resumed.load_state_dict(first.state_dict())
     trainer = Engine(lambda engine, batch: batch)
-    resumed.attach(trainer)
+    CPUBudgetHandler(resumed).attach(trainer)
     trainer.run(range(10), max_epochs=3)
     assert trainer.state.iteration == 1  # 999.9 minutes before plus this process's CPU time: spent at once
     assert resumed.used_minutes > 1000.0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.training.budget import CPUBudgetHandler
+from scripts.training.budget import CPUBudget
 from scripts.training.schedule import ProgressLR, ProgressScheduleHandler, build_lr_scheduler
 
 PLATEAU = {"mode": "min", "factor": 0.5, "patience": 5, "min_lr": 1e-06}
@@ -57,7 +57,7 @@ def test_factory_builds_each_schedule_and_rejects_others():
         build_lr_scheduler("step", _optimizer(), PLATEAU)
 
 
-def _trainer(scheduler: ProgressLR, budget: CPUBudgetHandler | None, lrs: list[float]) -> Engine:
+def _trainer(scheduler: ProgressLR, budget: CPUBudget | None, lrs: list[float]) -> Engine:
     trainer = Engine(lambda engine, batch: lrs.append(scheduler.get_last_lr()[0]))
     ProgressScheduleHandler(scheduler, budget).attach(trainer)
     return trainer
@@ -70,7 +70,7 @@ def test_handler_decays_over_the_epochs_iteration_by_iteration():
 
 
 def test_progress_is_the_larger_of_the_epochs_and_the_cpu_budget_spent():
-    budget = CPUBudgetHandler(10.0)
+    budget = CPUBudget(10.0)
     budget.used_minutes = 5.0  # half the budget spent, as the budget handler measured it (no limit to stop here)
     scheduler, lrs = ProgressLR(_optimizer(1.0), "cosine"), []
     _trainer(scheduler, budget, lrs).run(range(5), max_epochs=100)

@@ -60,29 +60,62 @@ def check_max_cpu_minutes(max_cpu_minutes: Any) -> float | None:
     return float(max_cpu_minutes)
 
 
-class CPUBudgetHandler:
-    """Count the training's CPU minutes; stop training, validated, when ``max_cpu_minutes`` are spent.
-
-    The budget is checked at every iteration's end. Once it is spent the epoch is cut short, so its end runs as
-    usual (validation when due, history, training state); if validation did not run at that iteration the
-    validator runs then, so the weights trained last are scored (and kept if they are the best), and the trainer
-    stops, logging "CPU budget of N min reached after E epochs, I iterations (wall W s)", W counted from the start
-    of the process. The minutes used are part of the training state (``state_dict``), so a resumed run goes on
-    counting. Attach it after the ``ValidationHandler`` and before the history and training-state handlers.
+class CPUBudget:
+    """The CPU minutes a training run may use (``max_cpu_minutes``) and has used, its own and those it resumes.
 
     Args:
         max_cpu_minutes: the budget in CPU minutes, or None to count without a limit.
-        validator: the evaluator to run when the budget is spent, or None.
 
     Raises:
         ValueError: when ``max_cpu_minutes`` is neither null nor a positive number.
     """
 
-    def __init__(self, max_cpu_minutes: float | None = None, validator: Engine | None = None) -> None:
+    def __init__(self, max_cpu_minutes: float | None = None) -> None:
         self.max_cpu_minutes = check_max_cpu_minutes(max_cpu_minutes)
-        self.validator = validator
         self.minutes_before = 0.0  # used by the runs this one resumes
         self.used_minutes = 0.0
+
+    @property
+    def spent(self) -> bool:
+        """Whether the minutes measured last reach the budget (never without one)."""
+        return self.max_cpu_minutes is not None and self.used_minutes >= self.max_cpu_minutes
+
+    def measure(self, device: Any = None) -> float:
+        """Update and return the CPU minutes used: earlier runs' plus this process's, summed over DDP ranks.
+
+        Args:
+            device: where the sum over ranks is taken (the rank's GPU under NCCL); the CPU by default.
+        """
+        self.used_minutes = self.minutes_before + sum_over_ranks(process_cpu_seconds(), device) / 60.0
+        return self.used_minutes
+
+    def state_dict(self) -> dict[str, float]:
+        """The CPU minutes used so far, for the training state."""
+        return {"cpu_minutes": self.used_minutes}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Continue counting from the CPU minutes of a saved training state."""
+        self.minutes_before = self.used_minutes = float(state["cpu_minutes"])
+
+
+class CPUBudgetHandler:
+    """Measure a :class:`CPUBudget` as the trainer runs; stop training, validated, when it is spent.
+
+    The budget is checked at every iteration's end. Once it is spent the epoch is cut short, so its end runs as
+    usual (validation when due, history, training state); if validation did not run at that iteration the
+    validator runs then, so the weights trained last are scored (and kept if they are the best), and the trainer
+    stops, logging "CPU budget of N min reached after E epochs, I iterations (wall W s)", W counted from the start
+    of the process. The minutes used are measured at every epoch's end too (for the history and the training
+    state). Attach it after the ``ValidationHandler`` and before the history and training-state handlers.
+
+    Args:
+        budget: the run's CPU budget.
+        validator: the evaluator to run when the budget is spent, or None.
+    """
+
+    def __init__(self, budget: CPUBudget, validator: Engine | None = None) -> None:
+        self.budget = budget
+        self.validator = validator
         self._trainer: Engine | None = None
         self._validated_at: int | None = None
         self._spent = False
@@ -96,20 +129,6 @@ class CPUBudgetHandler:
         if self.validator is not None:
             self.validator.add_event_handler(Events.COMPLETED, self._validated)
 
-    def state_dict(self) -> dict[str, float]:
-        """The CPU minutes used so far, for the training state."""
-        return {"cpu_minutes": self.used_minutes}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        """Continue counting from the CPU minutes of a saved training state."""
-        self.minutes_before = self.used_minutes = float(state["cpu_minutes"])
-
-    def measure(self, engine: Engine) -> float:
-        """Update and return the CPU minutes used: earlier runs' plus this run's, summed over DDP ranks."""
-        seconds = sum_over_ranks(process_cpu_seconds(), getattr(engine.state, "device", None))
-        self.used_minutes = self.minutes_before + seconds / 60.0
-        return self.used_minutes
-
     def _started(self, engine: Engine) -> None:
         self._spent = False
 
@@ -118,22 +137,23 @@ class CPUBudgetHandler:
             self._validated_at = self._trainer.state.iteration
 
     def _iteration_completed(self, engine: Engine) -> None:
-        if self.max_cpu_minutes is None:
+        if self.budget.max_cpu_minutes is None:
             return
-        if self.measure(engine) >= self.max_cpu_minutes:
+        self.budget.measure(getattr(engine.state, "device", None))
+        if self.budget.spent:
             self._spent = True
             engine.terminate_epoch()
 
     def __call__(self, engine: Engine) -> None:
         """At an epoch's end: count the minutes; when the budget is spent, validate if needed and stop."""
-        self.measure(engine)
+        self.budget.measure(getattr(engine.state, "device", None))
         if not self._spent:
             return
         if self.validator is not None and self._validated_at != engine.state.iteration:
             self.validator.run(engine.state.epoch)
         logger.info(
             "CPU budget of %g min reached after %d epochs, %d iterations (wall %.0f s).",
-            self.max_cpu_minutes,
+            self.budget.max_cpu_minutes,
             engine.state.epoch,
             engine.state.iteration,
             time.time() - psutil.Process().create_time(),

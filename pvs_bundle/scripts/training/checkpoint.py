@@ -113,7 +113,7 @@ class TrainingStateHandler:
         lr_scheduler: the learning-rate scheduler.
         validator: the evaluator (its best metric and epoch are saved).
         early_stop: MONAI ``EarlyStopHandler`` whose counter and best score are saved, or None.
-        cpu_budget: :class:`scripts.training.budget.CPUBudgetHandler` whose CPU minutes are saved, or None.
+        cpu_budget: :class:`scripts.training.budget.CPUBudget` whose CPU minutes are saved, or None.
         resume: whether to continue from an existing training state.
         guarded_files: result files that a fresh run must not overwrite.
     """

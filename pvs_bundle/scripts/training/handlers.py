@@ -77,7 +77,7 @@ class TrainingHistoryHandler:
         plot_file: path of the PNG of the curves; None to skip the plot.
         validator: the evaluator whose metrics are recorded after each validation.
         key_metric: name of the key validation metric (recorded as the best so far).
-        cpu_budget: :class:`scripts.training.budget.CPUBudgetHandler` counting the CPU minutes, or None.
+        cpu_budget: :class:`scripts.training.budget.CPUBudget` counting the CPU minutes, or None.
     """
 
     def __init__(

@@ -109,7 +109,7 @@ class ProgressScheduleHandler:
 
     Args:
         lr_scheduler: the schedule to set.
-        cpu_budget: :class:`scripts.training.budget.CPUBudgetHandler` of the run, or None.
+        cpu_budget: :class:`scripts.training.budget.CPUBudget` of the run, or None.
     """
 
     def __init__(self, lr_scheduler: ProgressLR, cpu_budget: Any = None) -> None:
