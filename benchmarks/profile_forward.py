@@ -3,7 +3,7 @@
 Runs the UNet++ of ``configs/inference.json`` (``--encoder``, ``--norm``, random weights: the time does not depend on
 them) in fp32 eager on ``--sw_batch_size`` windows of ``--window`` voxels, as the sliding window feeds it, and
 prints: the operators by self CPU time with their share, the floating-point work of the convolutions (the
-profiler's FLOP count), the rate this CPU reached on them, and what that rate implies for a whole volume of
+count of multiply-adds), the rate this CPU reached on them, and what that rate implies for a whole volume of
 ``--windows`` windows (the count ``benchmarks/inference_runtime.py`` reports for the full-size head) — the floor
 that faster kernels, not fewer Python steps, would have to lower.
 
@@ -32,6 +32,28 @@ from scripts.cpu import available_cores  # noqa: E402
 from scripts.model.network import build_unetplusplus  # noqa: E402
 
 
+def convolution_flops(network: torch.nn.Module, batch: torch.Tensor) -> float:
+    """Floating-point operations of the network's 3D convolutions on ``batch`` (2 per multiply-add).
+
+    Counted from each convolution's output size, kernel and input channels per group, with forward hooks (the
+    profiler's own FLOP counter does not cover 3D convolutions).
+    """
+    total = 0.0
+
+    def count(module: torch.nn.Conv3d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.kernel_size[2]
+        total += 2.0 * output.numel() * (module.in_channels // module.groups) * kernel
+
+    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
+    try:
+        network(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def main() -> None:
     """Profile one forward pass and print the breakdown."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,27 +73,23 @@ def main() -> None:
     with torch.inference_mode():
         network(batch[:1])  # warm-up: oneDNN primitive creation
         start = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             network(batch)
         wall = time.perf_counter() - start
+        conv_flops = convolution_flops(network, batch)
 
     self_us: dict[str, float] = defaultdict(float)
-    flops: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
         self_us[event.key] += event.self_cpu_time_total
-        flops[event.key] += event.flops or 0
     total_us = sum(self_us.values())
-    # the profiler counts FLOPs on aten::conv3d and the time on the kernel below it (aten::mkldnn_convolution)
     conv_us = sum(t for k, t in self_us.items() if "conv" in k.lower())
-    conv_flops = flops.get("aten::conv3d") or max((f for k, f in flops.items() if "conv" in k.lower()), default=0.0)
 
     print(f"# {platform.processor() or platform.machine()}, {available_cores()} cores, torch {torch.__version__}")
     print(f"# {args.encoder} / {args.norm}: {args.sw_batch_size} windows of {args.window}³, fp32 eager")
     print(f"forward wall time: {wall:.2f} s ({wall / args.sw_batch_size:.2f} s per window; profiler on)")
-    print(f"\n{'operator':<40} {'self CPU s':>10} {'share':>7} {'GFLOP':>9}")
+    print(f"\n{'operator':<40} {'self CPU s':>10} {'share':>7}")
     for name in sorted(self_us, key=self_us.get, reverse=True)[: args.top]:
-        share = self_us[name] / total_us
-        print(f"{name:<40} {self_us[name] / 1e6:>10.2f} {share:>7.1%} {flops[name] / 1e9:>9.1f}")
+        print(f"{name:<40} {self_us[name] / 1e6:>10.2f} {self_us[name] / total_us:>7.1%}")
     rate = conv_flops / (conv_us / 1e6) if conv_us else float("nan")
     conv_share = conv_us / total_us
     print(f"\nconvolutions: {conv_share:.1%} of the CPU time, {conv_flops / 1e9:.0f} GFLOP, {rate / 1e9:.1f} GFLOP/s")
