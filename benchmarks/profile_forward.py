@@ -1,7 +1,8 @@
 """Where the CPU time of inference goes: a torch.profiler breakdown of the network on one batch of windows.
 
 Runs the UNet++ of ``configs/inference.json`` (``--encoder``, ``--norm``, random weights: the time does not depend on
-them) in fp32 eager on ``--sw_batch_size`` windows of ``--window`` voxels, as the sliding window feeds it, and
+them) in fp32 eager (or under bf16 CPU autocast, ``--precision bf16``; channels-last memory with ``--channels_last``) on
+``--sw_batch_size`` windows of ``--window`` voxels, as the sliding window feeds it, and
 prints: the operators by self CPU time with their share, the floating-point work of the convolutions (the
 count of multiply-adds), the rate this CPU reached on them, and what that rate implies for a whole volume of
 ``--windows`` windows (the count ``benchmarks/inference_runtime.py`` reports for the full-size head) — the floor
@@ -11,6 +12,7 @@ Run from the repository root::
 
     python benchmarks/profile_forward.py --encoder efficientnet-b0 --norm group
     python benchmarks/profile_forward.py --encoder efficientnet-b7 --norm batch
+    python benchmarks/profile_forward.py --precision bf16          # where the CPU has AMX or AVX512-BF16
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--sw_batch_size", type=int, default=4)
     parser.add_argument("--windows", type=int, default=144, help="windows per volume, for the per-volume floor")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: CPU autocast")
+    parser.add_argument("--channels_last", action="store_true", help="network and input in channels-last 3D memory")
     args = parser.parse_args()
 
     torch.set_num_threads(available_cores())
@@ -70,7 +74,11 @@ def main() -> None:
         encoder_name=args.encoder, encoder_weights=None, patch_size=[args.window] * 3, norm=args.norm
     ).eval()
     batch = torch.rand(args.sw_batch_size, 1, args.window, args.window, args.window)
-    with torch.inference_mode():
+    if args.channels_last:
+        network = network.to(memory_format=torch.channels_last_3d)
+        batch = batch.contiguous(memory_format=torch.channels_last_3d)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), autocast:
         network(batch[:1])  # warm-up: oneDNN primitive creation
         start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -85,7 +93,8 @@ def main() -> None:
     conv_us = sum(t for k, t in self_us.items() if "conv" in k.lower())
 
     print(f"# {platform.processor() or platform.machine()}, {available_cores()} cores, torch {torch.__version__}")
-    print(f"# {args.encoder} / {args.norm}: {args.sw_batch_size} windows of {args.window}³, fp32 eager")
+    layout = f"{args.precision} eager" + (", channels-last" if args.channels_last else "")
+    print(f"# {args.encoder} / {args.norm}: {args.sw_batch_size} windows of {args.window}³, {layout}")
     print(f"forward wall time: {wall:.2f} s ({wall / args.sw_batch_size:.2f} s per window; profiler on)")
     print(f"\n{'operator':<40} {'self CPU s':>10} {'share':>7}")
     for name in sorted(self_us, key=self_us.get, reverse=True)[: args.top]:
