@@ -3,7 +3,8 @@
 Paths: fp32 eager on every window (the reference), then with windows without head skipped
 (``HeadSlidingWindowInferer``, the default): fp32 eager, bf16 eager (CPU autocast, forced even where the CPU has no
 native bfloat16, to measure it), TorchScript (``ckpt_export --use_trace``), ONNX Runtime (``onnx_export``; graph
-optimisation ``all`` and ``basic``) and OpenVINO (reading the same ONNX file). The network, preprocessing and
+optimisation ``all`` and ``basic``) and OpenVINO (reading the same ONNX file; ``auto`` precision, bf16 on a CPU with
+native bfloat16, as ``configs/inference_openvino.json`` runs it, and fp32). The network, preprocessing and
 sliding-window inferer (window = patch_size, overlap 0.5, gaussian blending) are ``configs/inference.json``'s.
 
 The volume is a demo subject (``scripts/data/demo_data.py``, a head with skull and scalp) at ``--shape``,
@@ -58,7 +59,8 @@ PATHS = {
     "torchscript skip": ("torchscript", "fp32", True),
     "onnxruntime skip": ("onnxruntime", "fp32", True),
     "onnxruntime-basic skip": ("onnxruntime-basic", "fp32", True),
-    "openvino skip": ("openvino", "fp32", True),
+    "openvino skip": ("openvino", "auto", True),
+    "openvino fp32 skip": ("openvino", "fp32", True),
 }
 REFERENCE = "eager fp32"
 ONNX_CONVERTER_KWARGS = {
@@ -151,7 +153,7 @@ def prepare(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     return seconds
 
 
-def load_backend(args: argparse.Namespace, backend: str, folder: Path) -> torch.nn.Module:
+def load_backend(args: argparse.Namespace, backend: str, folder: Path, precision: str = "fp32") -> torch.nn.Module:
     """The network as the backend runs it: the eager module with the saved weights, or an exported file."""
     if backend == "torchscript":
         return torch.jit.load(str(folder / "model.ts"), map_location="cpu").eval()
@@ -163,7 +165,7 @@ def load_backend(args: argparse.Namespace, backend: str, folder: Path) -> torch.
     if backend == "openvino":
         from scripts.model.openvino_network import OpenVinoNetwork
 
-        return OpenVinoNetwork(folder / "model.onnx", num_threads=args.threads)
+        return OpenVinoNetwork(folder / "model.onnx", num_threads=args.threads, precision=precision)
     network = bundle_parser(args).get_parsed_content("network_def")
     network.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return network.eval()
@@ -186,7 +188,7 @@ def measure(args: argparse.Namespace) -> None:
     parser = bundle_parser(args)
     parser.update({"skip_background_windows": skip})
     inferer = parser.get_parsed_content("inferer")
-    network = load_backend(args, backend, folder)
+    network = load_backend(args, backend, folder, precision)
     predictor = autocast_network(network, torch.bfloat16) if precision == "bf16" else network
     volume = torch.from_numpy(np.load(folder / "volume.npy"))
     with torch.no_grad():

@@ -22,6 +22,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.model.network import build_unetplusplus
 from scripts.model.onnx_network import OnnxRuntimeNetwork
+from scripts.model.openvino_network import OpenVinoNetwork
 
 SCHEMA = REPO_ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 EXPORT_SHAPE = "[1,1,32,32,32]"
@@ -35,6 +36,8 @@ ONNX_CONVERTER_KWARGS = (
 ONNX_ATOL = 1e-4
 ONNX_LOGIT_ATOL = 2e-4
 ONNX_RTOL = 1e-4
+# the exported paths are compared with eager at one precision: on a CPU with native bf16, `auto` would run bf16
+FP32 = ("--precision", "fp32")
 EXPORT_ARGS = [
     "--meta_file",
     "configs/metadata.json",
@@ -87,7 +90,7 @@ def exported(tmp_path_factory):
     )
     assert onnx.returncode == 0, output(onnx)
     args = ["--input_dir", str(root / "in"), "--output_dir", str(root / "eager"), "--save_probabilities", "true"]
-    eager = infer(*args, "--model_file", str(model))
+    eager = infer(*args, "--model_file", str(model), *FP32)
     assert eager.returncode == 0, output(eager)
     return root
 
@@ -103,6 +106,7 @@ def test_torchscript_inference_gives_the_eager_masks(exported):
         str(exported / "model.ts"),
         "--save_probabilities",
         "true",
+        *FP32,
         config=config,
     )
     assert proc.returncode == 0, output(proc)
@@ -122,6 +126,7 @@ def test_onnx_inference_matches_eager_within_tolerance(exported):
         str(exported / "model.onnx"),
         "--save_probabilities",
         "true",
+        *FP32,
         config=config,
     )
     assert proc.returncode == 0, output(proc)
@@ -129,6 +134,27 @@ def test_onnx_inference_matches_eager_within_tolerance(exported):
     np.testing.assert_allclose(onnx_prob, eager_prob, atol=ONNX_ATOL)
     decided = np.abs(eager_prob - 0.5) > ONNX_ATOL  # voxels a difference within tolerance cannot flip
     assert np.array_equal(mask(exported / "onnx")[decided], mask(exported / "eager")[decided])
+
+
+def test_openvino_inference_in_fp32_matches_eager_within_tolerance(exported):
+    config = "['configs/inference.json','configs/inference_openvino.json']"
+    args = ["--input_dir", str(exported / "in"), "--output_dir", str(exported / "openvino")]
+    onnx = ("--onnx_file", str(exported / "model.onnx"))
+    proc = infer(*args, *onnx, "--save_probabilities", "true", *FP32, config=config)
+    assert proc.returncode == 0, output(proc)
+    assert "with OpenVINO" in proc.stderr + proc.stdout and "for the CPU in fp32" in proc.stderr + proc.stdout
+    eager_prob, openvino_prob = probabilities(exported / "eager"), probabilities(exported / "openvino")
+    np.testing.assert_allclose(openvino_prob, eager_prob, atol=ONNX_ATOL)
+    decided = np.abs(eager_prob - 0.5) > ONNX_ATOL
+    assert np.array_equal(mask(exported / "openvino")[decided], mask(exported / "eager")[decided])
+
+
+def test_openvino_model_takes_windows_of_any_size_and_batch(exported):
+    network = OpenVinoNetwork(exported / "model.onnx", num_threads=1, precision="fp32")
+    x = torch.rand(3, 1, 32, 64, 96)
+    with torch.no_grad():
+        expected = tiny_network(exported / "model.pt")(x).numpy()
+    np.testing.assert_allclose(network(x).numpy(), expected, rtol=ONNX_RTOL, atol=ONNX_LOGIT_ATOL)
 
 
 def test_onnx_model_takes_windows_of_any_size_and_batch(exported):
@@ -158,7 +184,9 @@ def test_missing_onnx_model_says_how_to_export_it(tmp_path):
         OnnxRuntimeNetwork(tmp_path / "model.onnx")
 
 
-@pytest.mark.parametrize("overlay", [None, "inference_torchscript.json", "inference_onnx.json"])
+@pytest.mark.parametrize(
+    "overlay", [None, "inference_torchscript.json", "inference_onnx.json", "inference_openvino.json"]
+)
 def test_inference_configs_meet_the_model_zoo_property_contract(exported, tmp_path, overlay):
     configs = [str(CONFIGS / "inference.json")] + ([str(CONFIGS / overlay)] if overlay else [])
     workflow = ConfigWorkflow(

@@ -14,6 +14,7 @@ from monai.transforms import Compose
 from scripts.evaluation.path_agreement import mask_agreement
 from scripts.inference.head_windows import HeadSlidingWindowInferer
 from scripts.model.network import build_unetplusplus
+from scripts.model.openvino_network import OpenVinoNetwork
 from scripts.model.precision import autocast_network, cpu_has_native_bf16
 
 WINDOW = {"roi_size": [32, 32, 32], "sw_batch_size": 4, "overlap": 0.5, "mode": "gaussian"}
@@ -40,20 +41,35 @@ def case(tmp_path_factory):
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
     x = Compose(parser.get_parsed_content("preprocessing_transforms"))({"image": str(image_file)})["image"][None]
-    return x.as_tensor(), network, float(parser["foreground_threshold"])
+    onnx_file = folder / "model.onnx"
+    axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
+    torch.onnx.export(
+        network,
+        (torch.rand(1, 1, 32, 32, 32),),
+        str(onnx_file),
+        dynamo=False,
+        input_names=["image"],
+        output_names=["pred"],
+        dynamic_axes={"image": axes, "pred": axes},
+    )
+    return x.as_tensor(), network, float(parser["foreground_threshold"]), onnx_file
 
 
 def mask(logits: torch.Tensor) -> np.ndarray:
     return (logits[0, 0] > 0).numpy()
 
 
-def paths(network: torch.nn.Module, threshold: float) -> dict:
-    """The faster paths; bf16 where the CPU computes it natively (emulated bf16 is slower than fp32, and unused)."""
+def paths(network: torch.nn.Module, threshold: float, onnx_file) -> dict:
+    """The faster paths; bf16 where the CPU computes it natively (emulated bf16 is slower than fp32, and unused).
+
+    OpenVINO runs at ``auto`` precision, as ``configs/inference_openvino.json`` does: bf16 where it is native."""
     traced = torch.jit.trace(network, torch.rand(1, 1, 32, 32, 32))
+    openvino = OpenVinoNetwork(onnx_file, precision="auto")
     skipping = HeadSlidingWindowInferer(threshold, **WINDOW)
     runs = {
         "skip windows": lambda x: skipping(x, network),
         "torchscript + skip windows": lambda x: skipping(x, traced),
+        f"openvino {openvino.precision} + skip windows": lambda x: skipping(x, openvino),
     }
     if cpu_has_native_bf16():
         runs["bf16 + skip windows"] = lambda x: skipping(x, autocast_network(network, torch.bfloat16))
@@ -67,10 +83,11 @@ def skipped_windows(x: torch.Tensor, threshold: float) -> int:
 
 
 def test_faster_paths_agree_with_fp32_eager(case):
-    x, network, threshold = case
+    x, network, threshold, onnx_file = case
     with torch.no_grad():
         reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
-        results = {name: mask_agreement(reference, mask(run(x))) for name, run in paths(network, threshold).items()}
+        runs = paths(network, threshold, onnx_file)
+        results = {name: mask_agreement(reference, mask(run(x))) for name, run in runs.items()}
     assert reference.mean() > 0.005 and mask_agreement(reference, reference)["count_reference"] >= 20
     assert skipped_windows(x, threshold) > 0
     for name, result in results.items():

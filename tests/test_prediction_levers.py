@@ -156,7 +156,9 @@ def test_bad_stored_threshold_names_the_file(tmp_path):
         resolve_threshold("auto", tmp_path / "model.pt")
 
 
-@pytest.mark.parametrize("overlay", [None, "inference_torchscript.json", "inference_onnx.json"])
+@pytest.mark.parametrize(
+    "overlay", [None, "inference_torchscript.json", "inference_onnx.json", "inference_openvino.json"]
+)
 def test_inference_configs_mirror_inside_the_precision_inferer(overlay):
     files = [str(CONFIGS / "inference.json"), *([str(CONFIGS / overlay)] if overlay else [])]
     parser = ConfigParser(ConfigParser.load_config_files(files))
