@@ -16,7 +16,7 @@ from conftest import BUNDLE_ROOT, REPO_ROOT, run_bundle
 from monai.bundle import ConfigParser
 
 DOCUMENTS = (REPO_ROOT / "README.md", BUNDLE_ROOT / "docs" / "README.md")
-# Appended to every demo command: one epoch on six 64³ subjects (the demo is 30 epochs on sixteen 96 x 128 x 112).
+# Appended to every demo command: one epoch on six 64³ subjects (the demo is 40 epochs on sixteen 96 x 128 x 112).
 SMALL_DEMO = ["--max_epochs", "1", "--val_interval", "1", "--demo#n_subjects", "6", "--demo#shape", "[64,64,64]"]
 # Arguments of monai.bundle's commands that are not config ids.
 COMMAND_ARGS = {
