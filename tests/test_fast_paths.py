@@ -60,9 +60,7 @@ def mask(logits: torch.Tensor) -> np.ndarray:
 
 
 def paths(network: torch.nn.Module, threshold: float, onnx_file) -> dict:
-    """The faster paths; bf16 where the CPU computes it natively (emulated bf16 is slower than fp32, and unused).
-
-    OpenVINO in fp32 here; its bf16 (``auto`` on a CPU with native bf16) has its own test below."""
+    """The faster fp32 paths; the bf16 ones (only where the CPU computes bf16 natively) have their own test below."""
     traced = torch.jit.trace(network, torch.rand(1, 1, 32, 32, 32))
     openvino = OpenVinoNetwork(onnx_file, precision="fp32")
     skipping = HeadSlidingWindowInferer(threshold, **WINDOW)
@@ -71,8 +69,6 @@ def paths(network: torch.nn.Module, threshold: float, onnx_file) -> dict:
         "torchscript + skip windows": lambda x: skipping(x, traced),
         "openvino fp32 + skip windows": lambda x: skipping(x, openvino),
     }
-    if cpu_has_native_bf16():
-        runs["bf16 + skip windows"] = lambda x: skipping(x, autocast_network(network, torch.bfloat16))
     return runs
 
 
@@ -95,22 +91,29 @@ def test_faster_paths_agree_with_fp32_eager(case):
         assert result["count_change"] <= MAX_COUNT_CHANGE, (name, result)
 
 
-@pytest.mark.skipif(not cpu_has_native_bf16(), reason="OpenVINO runs bf16 only on a CPU with AMX or AVX512-BF16")
-def test_openvino_bf16_stays_close_to_fp32_eager(case):
-    """OpenVINO's bf16 (``configs/inference_openvino.json`` with ``precision auto``) computes more of the graph in
-    bf16 than torch's autocast. This tiny model is untrained, its logits spread by scaling the last layer, so its
-    masks hinge on differences that bf16 rounds away: measured Dice 0.9928 and 2 PVS more of 114 (1.75 %), below the
-    0.995 / 1 % bar that the paths above meet. The trained demo model at full size meets that bar in bf16 (Dice
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 runs only on a CPU with AMX or AVX512-BF16")
+def test_bf16_paths_stay_close_to_fp32_eager(case):
+    """Eager bf16 (CPU autocast) and OpenVINO bf16 (``configs/inference_openvino.json``, ``precision auto``).
+
+    This tiny model is untrained, its logits spread by scaling the last layer, so its masks hinge on differences that
+    bf16 rounds away. Measured on a CPU with AMX: eager bf16 Dice 0.9912 with the PVS count unchanged, OpenVINO bf16
+    Dice 0.9928 with 2 PVS more of 114 (1.75 %): below the 0.995 / 1 % bar that the fp32 paths above meet, so they are
+    held to that measured bound. The trained demo model at full size meets the bar in bf16 on both paths (Dice
     0.9988, count unchanged: ``benchmarks/inference_runtime.py``, model card), which this test cannot afford."""
     x, network, threshold, onnx_file = case
     openvino = OpenVinoNetwork(onnx_file, precision="auto")
     assert openvino.precision == "bf16"
     skipping = HeadSlidingWindowInferer(threshold, **WINDOW)
+    runs = {
+        "eager bf16 + skip windows": lambda x: skipping(x, autocast_network(network, torch.bfloat16)),
+        "openvino bf16 + skip windows": lambda x: skipping(x, openvino),
+    }
     with torch.no_grad():
         reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
-        result = mask_agreement(reference, mask(skipping(x, openvino)))
-    assert result["dice"] >= 0.99 and result["count_change"] <= 0.02, result
-    assert result["dice"] < 1.0  # bf16 did run: it rounds some of these fragile voxels the other way
+        results = {name: mask_agreement(reference, mask(run(x))) for name, run in runs.items()}
+    for name, result in results.items():
+        assert result["dice"] >= 0.99 and result["count_change"] <= 0.02, (name, result)
+        assert result["dice"] < 1.0, (name, result)  # bf16 did run: it rounds some of these fragile voxels over
 
 
 def test_inferring_says_which_precision_and_windows_ran(tmp_path):
