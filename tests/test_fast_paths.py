@@ -9,6 +9,7 @@ from conftest import CONFIGS, synthetic_case, write_nifti
 from inference_helpers import SHAPE, SMALL_NETWORK, infer, output, ras_affine, save_tiny_model
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
+from monai.losses import DiceCELoss
 from monai.transforms import Compose
 
 from scripts.evaluation.path_agreement import mask_agreement
@@ -30,17 +31,53 @@ def head_in_field_of_view(image: np.ndarray, shape: tuple[int, int, int]) -> np.
     return volume
 
 
+def bright_voxels(x: torch.Tensor) -> torch.Tensor:
+    """The tubes and the marker of the preprocessed case: at 1.0, the head about 0.4."""
+    return x > 0.7
+
+
+def train_tiny_network(x: torch.Tensor, steps: int = 160, seed: int = 0) -> torch.nn.Module:
+    """A tiny GroupNorm UNet++ trained briefly, on 32³ windows of the preprocessed volume ``x``, to find its bright
+    tubes: its logits are confident away from the tubes' borders, as a trained model's are, so the masks test the
+    paths and not the rounding of logits that an untrained model leaves near the threshold everywhere."""
+    torch.manual_seed(seed)
+    network = build_unetplusplus(encoder_weights=None, memory_efficient_swish=False, norm="group", **SMALL_NETWORK)
+    target = bright_voxels(x).float()
+    bright = torch.nonzero(target[0, 0])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    loss = DiceCELoss(sigmoid=True, batch=True)
+    limits = torch.tensor(x.shape[2:]) - 32
+    for _ in range(steps):
+        windows = []
+        for i in range(4):  # half the windows around a tube voxel, half anywhere
+            if i % 2 == 0:
+                corner = bright[torch.randint(len(bright), (1,))][0] - torch.randint(4, 28, (3,))
+                corner = corner.clamp(torch.zeros(3, dtype=torch.long), limits)
+            else:
+                corner = (torch.rand(3) * (limits + 1)).long()
+            windows.append((slice(None), slice(None), *[slice(int(c), int(c) + 32) for c in corner]))
+        optimizer.zero_grad()
+        loss(network(torch.cat([x[w] for w in windows])), torch.cat([target[w] for w in windows])).backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+    return network.eval()
+
+
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    """A preprocessed head in a padded field of view, and a tiny UNet++ whose masks hold many PVS."""
+    """A preprocessed head in a padded field of view, and a briefly trained tiny UNet++ whose masks hold many PVS.
+
+    120 tubes make the intensity normalisation's 99.5th percentile land on them (tubes 1.0, head about 0.4, as PVS
+    stand out in a real T2w): with fewer, the percentile lands in the head's noise, the tubes differ from the head by
+    less than bf16's resolution near 1.0 (2^-8), and any bf16 path would flip voxels of the input itself."""
     folder = tmp_path_factory.mktemp("fast_paths")
-    image, _ = synthetic_case(shape=(40, 56, 36), seed=3, n_tubes=10)
+    image, _ = synthetic_case(shape=(40, 56, 36), seed=3, n_tubes=120)
     image_file = write_nifti(folder / "sub-01_T2w.nii.gz", head_in_field_of_view(image, (72, 88, 64)))
-    network = build_unetplusplus(encoder_weights=None, memory_efficient_swish=False, **SMALL_NETWORK).eval()
-    network.load_state_dict(torch.load(save_tiny_model(folder / "model.pt", image_file), weights_only=True))
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
     x = Compose(parser.get_parsed_content("preprocessing_transforms"))({"image": str(image_file)})["image"][None]
+    x = x.as_tensor()
+    network = train_tiny_network(x)
     onnx_file = folder / "model.onnx"
     axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
     torch.onnx.export(
@@ -52,7 +89,7 @@ def case(tmp_path_factory):
         output_names=["pred"],
         dynamic_axes={"image": axes, "pred": axes},
     )
-    return x.as_tensor(), network, float(parser["foreground_threshold"]), onnx_file
+    return x, network, float(parser["foreground_threshold"]), onnx_file
 
 
 def mask(logits: torch.Tensor) -> np.ndarray:
@@ -84,7 +121,8 @@ def test_faster_paths_agree_with_fp32_eager(case):
         reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
         runs = paths(network, threshold, onnx_file)
         results = {name: mask_agreement(reference, mask(run(x))) for name, run in runs.items()}
-    assert reference.mean() > 0.005 and mask_agreement(reference, reference)["count_reference"] >= 20
+    assert reference.mean() > 0.003 and mask_agreement(reference, reference)["count_reference"] >= 15
+    assert mask_agreement(bright_voxels(x)[0, 0].numpy(), reference)["dice"] >= 0.6  # the model found the tubes
     assert skipped_windows(x, threshold) > 0
     for name, result in results.items():
         assert result["dice"] >= MIN_DICE, (name, result)
@@ -92,14 +130,9 @@ def test_faster_paths_agree_with_fp32_eager(case):
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 runs only on a CPU with AMX or AVX512-BF16")
-def test_bf16_paths_stay_close_to_fp32_eager(case):
-    """Eager bf16 (CPU autocast) and OpenVINO bf16 (``configs/inference_openvino.json``, ``precision auto``).
-
-    This tiny model is untrained, its logits spread by scaling the last layer, so its masks hinge on differences that
-    bf16 rounds away. Measured on a CPU with AMX: eager bf16 Dice 0.9912 with the PVS count unchanged, OpenVINO bf16
-    Dice 0.9928 with 2 PVS more of 114 (1.75 %): below the 0.995 / 1 % bar that the fp32 paths above meet, so they are
-    held to that measured bound. The trained demo model at full size meets the bar in bf16 on both paths (Dice
-    0.9988, count unchanged: ``benchmarks/inference_runtime.py``, model card), which this test cannot afford."""
+def test_bf16_paths_agree_with_fp32_eager(case):
+    """Eager bf16 (CPU autocast) and OpenVINO bf16 (``configs/inference_openvino.json``, ``precision auto``), held to
+    the same bar as the fp32 paths; their logits differ from fp32's, so bf16 did run."""
     x, network, threshold, onnx_file = case
     openvino = OpenVinoNetwork(onnx_file, precision="auto")
     assert openvino.precision == "bf16"
@@ -109,11 +142,13 @@ def test_bf16_paths_stay_close_to_fp32_eager(case):
         "openvino bf16 + skip windows": lambda x: skipping(x, openvino),
     }
     with torch.no_grad():
-        reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
-        results = {name: mask_agreement(reference, mask(run(x))) for name, run in runs.items()}
-    for name, result in results.items():
-        assert result["dice"] >= 0.99 and result["count_change"] <= 0.02, (name, result)
-        assert result["dice"] < 1.0, (name, result)  # bf16 did run: it rounds some of these fragile voxels over
+        logits = SlidingWindowInferer(**WINDOW)(x, network)
+        outputs = {name: run(x) for name, run in runs.items()}
+    for name, out in outputs.items():
+        result = mask_agreement(mask(logits), mask(out))
+        assert result["dice"] >= MIN_DICE, (name, result)
+        assert result["count_change"] <= MAX_COUNT_CHANGE, (name, result)
+        assert float((out.float() - logits).abs().max()) > 1e-3, name  # bf16 rounding moved the logits
 
 
 def test_inferring_says_which_precision_and_windows_ran(tmp_path):
