@@ -121,7 +121,7 @@ def test_faster_paths_agree_with_fp32_eager(case):
         reference = mask(SlidingWindowInferer(**WINDOW)(x, network))
         runs = paths(network, threshold, onnx_file)
         results = {name: mask_agreement(reference, mask(run(x))) for name, run in runs.items()}
-    assert reference.mean() > 0.003 and mask_agreement(reference, reference)["count_reference"] >= 15
+    assert reference.mean() > 0.005 and mask_agreement(reference, reference)["count_reference"] >= 15
     assert mask_agreement(bright_voxels(x)[0, 0].numpy(), reference)["dice"] >= 0.6  # the model found the tubes
     assert skipped_windows(x, threshold) > 0
     for name, result in results.items():
