@@ -5,7 +5,7 @@
    rest test (the subjects without PVS among them), written as a bundle datalist.
 2. "recipe": the real bundle, ``python -m monai.bundle run training`` with ``configs/train.json`` +
    ``configs/demo.json``, that datalist and ``--max_cpu_minutes`` (``max_epochs`` raised so the budget ends it),
-   then ``run inferring`` on the test images: mask files.
+   then ``run inferring`` on the test images (``demo.json``: since 0.6.0 mirrored, 8 passes): mask files.
 3. "plain": a plain loop: UNet++ EfficientNet-B0 (random init, BatchNorm), 64³ patches, 2 per step drawn 2 : 1
    PVS : background, z-score inside the head, DiceCE, AdamW 1e-3, gradient clipping at 1, no augmentation, until
    the same budget; the last model segments the test images (sliding window, overlap 0.5) on their own grids.

@@ -6,6 +6,7 @@ exit 0 and write what the documents say. Commands on real data (``/data/…``) o
 their config files, their workflow and every override they pass.
 """
 
+import json
 import re
 import shlex
 import shutil
@@ -16,7 +17,7 @@ from conftest import BUNDLE_ROOT, REPO_ROOT, run_bundle
 from monai.bundle import ConfigParser
 
 DOCUMENTS = (REPO_ROOT / "README.md", BUNDLE_ROOT / "docs" / "README.md")
-# Appended to every demo command: one epoch on six 64³ subjects (the demo is 40 epochs on sixteen 96 x 128 x 112).
+# Appended to every demo command: one epoch on six 64³ subjects (the demo is 60 epochs on sixteen 96 x 128 x 112).
 SMALL_DEMO = ["--max_epochs", "1", "--val_interval", "1", "--demo#n_subjects", "6", "--demo#shape", "[64,64,64]"]
 # Arguments of monai.bundle's commands that are not config ids.
 COMMAND_ARGS = {
@@ -112,5 +113,8 @@ def test_demo_commands_run_as_written_in_order(tmp_path):
         assert proc.returncode == 0, f"{shown}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         missing = [f for f in expected_files(args) if not (bundle / f).is_file()]
         assert not missing, f"{shown} did not write {missing}"
+        if args[:2] == ["run", "evaluating"]:  # the demo recipe's mirroring, stored with its model, is used
+            summary = json.loads((bundle / "eval" / "demo" / "comprehensive_test_metrics.json").read_text())
+            assert summary["tta"] == "mirror"
     assert not (bundle / "eval" / "demo" / "ds005595_demo").exists()  # the demo data is in one place
     assert len(list((bundle / "eval" / "demo_data" / "ds005595_demo").glob("sub-*"))) == 6

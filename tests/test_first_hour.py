@@ -140,7 +140,8 @@ def test_best_model_saver_writes_the_settings_beside_the_weights(tmp_path):
     engine.run([0], max_epochs=1)
     state = torch.load(tmp_path / "model.pt", weights_only=True)  # still a plain state dict
     assert set(state) == {"weight", "bias"}
-    assert json.loads(settings_file(tmp_path / "model.pt").read_text()) == json.loads(json.dumps(settings))
+    saved = json.loads(settings_file(tmp_path / "model.pt").read_text())
+    assert saved == {**json.loads(json.dumps(settings)), "tta": "none"}  # the settings, then the recipe's tta
 
 
 def test_other_contrasts_are_refused_unless_allowed(tmp_path):

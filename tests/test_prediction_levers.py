@@ -17,7 +17,7 @@ from scripts.errors import BundleError
 from scripts.inference.head_windows import HeadSlidingWindowInferer
 from scripts.inference.small_components import RemoveSmallComponentsd
 from scripts.inference.tta import MirrorInferer, tta_inferer
-from scripts.model.model_file import resolve_threshold
+from scripts.model.model_file import resolve_threshold, resolve_tta
 from scripts.model.precision import AutocastInferer
 
 SHAPE = (12, 16, 20)  # non-cubic; (size - 8) is a multiple of the window step 4, so the windows tile symmetrically
@@ -154,6 +154,51 @@ def test_bad_stored_threshold_names_the_file(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"threshold": 1.2}))
     with pytest.raises(BundleError, match=r"model.json must store a threshold in \(0, 1\), not 1.2"):
         resolve_threshold("auto", tmp_path / "model.pt")
+
+
+def test_tta_auto_uses_the_one_stored_with_the_model(tmp_path, caplog):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    with caplog.at_level(logging.INFO, logger="pvs_bundle.model_file"):
+        assert resolve_tta("auto", model) == "none"  # no model.json
+        (tmp_path / "model.json").write_text(json.dumps({"encoder_name": "efficientnet-b0", "threshold": 0.3}))
+        assert resolve_tta("auto", model) == "none"  # settings saved before the recipe's tta was stored
+        (tmp_path / "model.json").write_text(json.dumps({"encoder_name": "efficientnet-b0", "tta": "mirror"}))
+        assert resolve_tta("auto", model) == "mirror"
+        assert resolve_tta("none", model) == "none"  # a value overrides
+    assert f"Test-time augmentation mirror (tta auto: the training recipe's, stored in {tmp_path / 'model.json'})" in (
+        caplog.text
+    )
+    assert "Test-time augmentation none (set by tta)" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["flip", None, "", "Mirror"])
+def test_bad_tta_setting_is_refused(tmp_path, value):
+    with pytest.raises(ValueError, match=rf"tta must be 'auto' or one of \['none', 'mirror'\], not {value!r}"):
+        resolve_tta(value, tmp_path / "model.pt")
+
+
+def test_bad_stored_tta_names_the_file_and_the_fix(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"tta": "flips"}))
+    with pytest.raises(BundleError, match=r"must store a tta among .*not 'flips': pass --tta none or mirror"):
+        resolve_tta("auto", tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("stored", ["mirror", "none"])
+def test_the_demo_recipes_tta_reaches_evaluation_and_inference_in_the_documented_config_order(tmp_path, stored):
+    """README: evaluation reads train.json, demo.json, evaluate.json; inference reads inference.json, demo.json."""
+    (tmp_path / "model.json").write_text(json.dumps({"tta": stored}))
+    demo = [str(CONFIGS / f) for f in ("train.json", "demo.json")]
+    training = ConfigParser(ConfigParser.load_config_files(demo))
+    assert training["tta"] == "mirror"  # what the demo recipe's BestModelSaver stores with its model
+    evaluation = ConfigParser(ConfigParser.load_config_files([*demo, str(CONFIGS / "evaluate.json")]))
+    evaluation["model_file"] = str(tmp_path / "model.pt")
+    inferer = evaluation.get_parsed_content("validate#inferer").inferer
+    assert isinstance(inferer, MirrorInferer) == (stored == "mirror")
+    files = [str(CONFIGS / f) for f in ("inference.json", "demo.json")]
+    inference = ConfigParser(ConfigParser.load_config_files(files))
+    inference["model_file"] = str(tmp_path / "model.pt")
+    assert isinstance(inference.get_parsed_content("precision_inferer").inferer, MirrorInferer)  # demo.json's own
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,26 @@ def test_sweep_on_a_validation_run_and_the_model_json_it_writes(tmp_path):
     assert validator.state.metrics["val_threshold"] == 0.4
     assert validator.state.metrics["val_dice_tuned"] == pytest.approx(1.0)
     stored = json.loads((tmp_path / "model.json").read_text())
-    assert stored["threshold"] == 0.4 and stored["encoder_name"] == 1
+    assert stored["threshold"] == 0.4 and stored["encoder_name"] == 1 and stored["tta"] == "none"
     assert stored["threshold_selection"]["val_dice_at_0.5"] == pytest.approx((0 + 2 / 3) / 2, abs=1e-6)
     assert stored["threshold_selection"]["validation_cases"] == 2 and stored["threshold_selection"]["epoch"] == 1
     assert 0.4 in THRESHOLDS
+
+
+def test_the_saver_stores_the_recipes_tta_and_refuses_an_unknown_one(tmp_path):
+    network = torch.nn.Conv3d(1, 1, 1)
+    settings = {k: 1 for k in ("encoder_name", "norm", "decoder_channels", "patch_size", "in_channels", "classes")}
+    settings |= {"pixdim": [0.8] * 3, "intensity": {"mode": "zscore", "lower": 0.5, "upper": 99.5}}
+    saver = BestModelSaver(tmp_path / "model.pt", network, settings=settings, tta="mirror")
+    validator = Engine(lambda engine, batch: batch)
+
+    def new_best(engine):
+        engine.state.best_metric, engine.state.best_metric_epoch = 0.5, 1
+
+    validator.add_event_handler(Events.EPOCH_COMPLETED, new_best)
+    saver.attach(validator)
+    validator.run([0], max_epochs=1)
+    stored = json.loads((tmp_path / "model.json").read_text())
+    assert stored["tta"] == "mirror" and "threshold" not in stored  # no sweep attached: no threshold stored
+    with pytest.raises(ValueError, match=r"tta must be one of \['none', 'mirror'\], not 'auto'"):
+        BestModelSaver(tmp_path / "other.pt", network, settings=settings, tta="auto")

@@ -25,6 +25,7 @@ def test_training_writes_model_history_and_plot(bids_dataset, tmp_path):
     assert settings["norm"] == "batch" and settings["patch_size"] == [32, 32, 32] and settings["pixdim"] == [0.8] * 3
     # the threshold chosen on the validation split goes with the model it was chosen for
     assert settings["threshold"] in THRESHOLDS and settings["threshold_selection"]["validation_cases"] >= 1
+    assert settings["tta"] == "none"  # train.json's recipe: evaluation and inference under tta auto do not mirror
     history = json.loads((tmp_path / "eval" / "training_history.json").read_text())
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
     for row in history["epochs"]:

@@ -7,7 +7,8 @@ intensity scaling), written atomically each time the best model is saved. Infere
 the config they build against it before any weight is loaded, and stop with one line naming every difference and
 the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as before, unchecked.
 The settings file may also store the probability threshold chosen on the validation split (top-level
-``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`).
+``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`), and the test-time augmentation of the
+recipe that trained the model (top-level ``"tta"``), which ``tta "auto"`` uses (:func:`resolve_tta`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.errors import BundleError
+from scripts.inference.tta import TTA_MODES
 from scripts.io import atomic_write
 
 logger = logging.getLogger("pvs_bundle.model_file")
@@ -168,3 +170,38 @@ def resolve_threshold(value: str | float, model_file: str | Path) -> float:
         raise BundleError(f"{path} must store a threshold in (0, 1), not {stored!r}: retrain, or pass --threshold 0.5")
     logger.info("Probability threshold %g (threshold auto: chosen on validation, stored in %s).", stored, path)
     return float(stored)
+
+
+def resolve_tta(value: str, model_file: str | Path) -> str:
+    """The test-time augmentation of evaluation and inference: ``value`` itself, or for ``"auto"`` the model's.
+
+    ``"auto"`` takes the top-level ``"tta"`` of ``model.json`` beside ``model_file`` (the ``tta`` of the recipe that
+    trained the model: ``"mirror"`` for the CPU demo recipe), else ``"none"`` (a model file without settings, or
+    settings saved before 0.6). Logs once which one is used and where it came from.
+
+    Args:
+        value: ``"auto"`` or one of :data:`scripts.inference.tta.TTA_MODES`.
+        model_file: the model file whose ``model.json`` may store a ``tta``.
+
+    Returns:
+        One of :data:`scripts.inference.tta.TTA_MODES`.
+
+    Raises:
+        ValueError: if ``value`` is neither ``"auto"`` nor a known mode.
+        BundleError: if ``model.json`` stores an unknown ``tta``, or cannot be read.
+    """
+    if value != "auto":
+        if value not in TTA_MODES:
+            raise ValueError(f"tta must be 'auto' or one of {list(TTA_MODES)}, not {value!r}.")
+        logger.info("Test-time augmentation %s (set by tta).", value)
+        return value
+    path = settings_file(model_file)
+    stored = (read_settings(model_file) or {}).get("tta")
+    if stored is None:
+        logger.info("Test-time augmentation none (tta auto: %s stores none).", path)
+        return "none"
+    if stored not in TTA_MODES:
+        modes = " or ".join(TTA_MODES)
+        raise BundleError(f"{path} must store a tta among {list(TTA_MODES)}, not {stored!r}: pass --tta {modes}")
+    logger.info("Test-time augmentation %s (tta auto: the training recipe's, stored in %s).", stored, path)
+    return stored

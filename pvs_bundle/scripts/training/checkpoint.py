@@ -16,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from scripts.inference.tta import TTA_MODES
 from scripts.io import atomic_write
 from scripts.model.model_file import write_settings
 from scripts.training.threshold import ThresholdSweep
@@ -66,6 +67,11 @@ class BestModelSaver:
         settings: the network and preprocessing settings (:data:`scripts.model.model_file.SETTINGS`), or None.
         threshold_sweep: the validator's :class:`scripts.training.threshold.ThresholdSweep`, whose choice is saved
             with the settings (``"threshold"``), or None.
+        tta: the test-time augmentation the recipe recommends for this model, saved with the settings (``"tta"``)
+            for ``tta "auto"`` at evaluation and inference (:func:`scripts.model.model_file.resolve_tta`).
+
+    Raises:
+        ValueError: if ``tta`` is not one of :data:`scripts.inference.tta.TTA_MODES`.
     """
 
     def __init__(
@@ -74,11 +80,15 @@ class BestModelSaver:
         network: nn.Module,
         settings: dict[str, Any] | None = None,
         threshold_sweep: ThresholdSweep | None = None,
+        tta: str = "none",
     ) -> None:
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {list(TTA_MODES)}, not {tta!r}.")
         self.save_file = Path(save_file)
         self.network = network
         self.settings = settings
         self.threshold_sweep = threshold_sweep
+        self.tta = tta
 
     def attach(self, engine: Engine) -> None:
         """Register on the validator's EPOCH_COMPLETED event."""
@@ -90,7 +100,7 @@ class BestModelSaver:
             save_atomic(unwrap(self.network).state_dict(), self.save_file)
             if self.settings is not None:
                 chosen = self.threshold_sweep.stored(engine.state.epoch) if self.threshold_sweep else None
-                write_settings(self.save_file, self.settings, chosen)
+                write_settings(self.save_file, self.settings, {**(chosen or {}), "tta": self.tta})
             logger.info("Saved the best model (%s) to %s", engine.state.best_metric, self.save_file)
 
 
