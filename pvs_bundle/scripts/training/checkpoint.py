@@ -69,6 +69,8 @@ class BestModelSaver:
             with the settings (``"threshold"``), or None.
         tta: the test-time augmentation the recipe recommends for this model, saved with the settings (``"tta"``)
             for ``tta "auto"`` at evaluation and inference (:func:`scripts.model.model_file.resolve_tta`).
+        model_info: what else describes the model, saved with the settings (the contrasts it accepts, the data
+            and generator it was trained on), or None.
 
     Raises:
         ValueError: if ``tta`` is not one of :data:`scripts.inference.tta.TTA_MODES`.
@@ -81,6 +83,7 @@ class BestModelSaver:
         settings: dict[str, Any] | None = None,
         threshold_sweep: ThresholdSweep | None = None,
         tta: str = "none",
+        model_info: dict[str, Any] | None = None,
     ) -> None:
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {list(TTA_MODES)}, not {tta!r}.")
@@ -89,6 +92,7 @@ class BestModelSaver:
         self.settings = settings
         self.threshold_sweep = threshold_sweep
         self.tta = tta
+        self.model_info = dict(model_info or {})
 
     def attach(self, engine: Engine) -> None:
         """Register on the validator's EPOCH_COMPLETED event."""
@@ -100,7 +104,7 @@ class BestModelSaver:
             save_atomic(unwrap(self.network).state_dict(), self.save_file)
             if self.settings is not None:
                 chosen = self.threshold_sweep.stored(engine.state.epoch) if self.threshold_sweep else None
-                write_settings(self.save_file, self.settings, {**(chosen or {}), "tta": self.tta})
+                write_settings(self.save_file, self.settings, {**self.model_info, **(chosen or {}), "tta": self.tta})
             logger.info("Saved the best model (%s) to %s", engine.state.best_metric, self.save_file)
 
 

@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import IgniteMetricHandler, from_engine
 
-from scripts.evaluation.metrics import OverlapMetric
+from scripts.evaluation.metrics import OverlapMetric, overlap_metrics
 from scripts.io import atomic_write_json
 from scripts.reports.plots import plot_history
 
@@ -156,3 +156,51 @@ class TrainingHistoryHandler:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+class GroupedDiceHandler:
+    """Validation Dice per group of cases (per contrast, say), added to the validator's metrics and logged.
+
+    Each case's Dice goes to the group named by its ``group_key`` item (cases without one are not counted); at the
+    end of each validation the mean of each group is stored as ``engine.state.metrics[prefix + group]`` (so the
+    training history and TensorBoard record it) and logged in one line.
+
+    Args:
+        group_key: the datalist item naming a case's group.
+        prefix: the metrics' name prefix.
+    """
+
+    def __init__(self, group_key: str = "contrast", prefix: str = "val_dice_") -> None:
+        self.group_key = group_key
+        self.prefix = prefix
+        self.scores: dict[str, list[float]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the validator."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.scores = {}
+
+    def _iteration(self, engine: Engine) -> None:
+        outputs, batch = engine.state.output, engine.state.batch
+        items = batch if isinstance(batch, list) else [batch]
+        for output, item in zip(outputs, items, strict=False):
+            group = item.get(self.group_key) if isinstance(item, dict) else None
+            if isinstance(group, list | tuple):
+                group = group[0]
+            if not group:
+                continue
+            dice = overlap_metrics(output["pred"], output["label"], ("dice",))["dice"]
+            self.scores.setdefault(str(group), []).append(dice)
+
+    def __call__(self, engine: Engine) -> None:
+        """Store and log each group's mean Dice."""
+        means = {group: sum(values) / len(values) for group, values in sorted(self.scores.items())}
+        for group, value in means.items():
+            engine.state.metrics[f"{self.prefix}{group}"] = value
+        if means:
+            shown = ", ".join(f"{group} {value:.4f} ({len(self.scores[group])})" for group, value in means.items())
+            logger.info("Validation Dice by %s: %s", self.group_key, shown)
