@@ -170,3 +170,11 @@ def test_split_is_stable_and_says_so_when_a_subject_is_added(bids_dataset, tmp_p
     second = load_or_create_datalist(bids_dataset, file, seed=0)
     assert second == first
     assert "1 T2w image(s) that the saved split" in caplog.text and "sub-007/anat/sub-007_T2w.nii.gz" in caplog.text
+
+
+def test_split_without_training_scores_every_subject():
+    subjects = [f"sub-{i:03d}" for i in range(7)]
+    split = split_subjects(subjects, seed=0, fractions=(0, 0, 1))
+    assert split == {"test": subjects, "validation": [], "training": []}
+    held = split_subjects(subjects, seed=0, fractions=(0, 0.3, 0.7))
+    assert len(held["validation"]) == 2 and len(held["test"]) == 5 and not held["training"]

@@ -26,12 +26,12 @@ from scripts.evaluation.native_space import (
     SUMMARY_FILE,
     NativeLabeld,
     NativeSpaceMetricsHandler,
-    check_model_file,
     prediction_name,
     ras_spacing,
     to_ras,
 )
 from scripts.io import sha256_file
+from scripts.model.model_file import check_model_file
 
 EVAL_CONFIGS = "['configs/train.json','configs/evaluate.json']"
 # A non-RAS grid (axis 0 runs anterior -> posterior, axis 1 right -> left), anisotropic and non-cubic: the

@@ -150,7 +150,9 @@ def test_other_contrasts_are_refused_unless_allowed(tmp_path):
         write_nifti(folder / name, np.ones(SHAPE), ras_affine())
     with pytest.raises(ValueError, match="2 of 4 input") as refused:
         inference_datalist(folder, tmp_path / "out")
-    assert f"{folder / 'sub-101_T1w.nii.gz'}: is a T1w image by its name, not T2w" in str(refused.value)
+    assert f"{folder / 'sub-101_T1w.nii.gz'}: is a T1w image by its name, but the model was trained for T2w only" in (
+        str(refused.value)
+    )
     assert f"{folder / 'sub-101_desc-mask_PVS.nii.gz'}: is a PVS image by its name" in str(refused.value)
     assert "--allow_any_contrast true" in str(refused.value)
     items = inference_datalist(folder, tmp_path / "out", allow_any_contrast="true")
@@ -159,7 +161,7 @@ def test_other_contrasts_are_refused_unless_allowed(tmp_path):
 
 def test_missing_dataset_ends_with_the_bundles_message_and_a_log(tmp_path):
     legacy_model = tmp_path / "model.pt"  # exists, and has no settings to check: the dataset is what is missing
-    legacy_model.write_bytes(b"weights")
+    torch.save({}, legacy_model)  # a readable state dict: the model check passes
     args = ["--input_dir", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "out")]
     proc = infer(*args, "--model_file", str(legacy_model))
     assert proc.returncode != 0

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
+
 from scripts.data.synth.anatomy import CLASSES, label_map
 from scripts.data.synth.dataset import (
     VALIDATION_SEED_OFFSET,
@@ -91,7 +92,7 @@ def test_patches_are_reproducible_and_centred_on_pvs():
     for a, b in zip(first, second, strict=True):
         assert a["image"].shape == (1, 32, 32, 32) and a["label"].shape == (1, 32, 32, 32)
         assert np.array_equal(a["image"].numpy(), b["image"].numpy()) and a["contrast"] == b["contrast"]
-        assert 0.0 <= float(a["image"].min()) and float(a["image"].max()) <= 1.0
+        assert float(a["image"].min()) >= 0.0 and float(a["image"].max()) <= 1.0
     assert sum(int(p["label"].sum() > 0) for p in first) >= 2
 
 
@@ -106,7 +107,9 @@ def test_families_can_be_restricted():
 
 def test_render_region_pads_outside_the_map():
     labels, pv = tube_map()
-    image, label = render_region(labels, pv, (40, 40, 0), (16, 16, 16), plain_scan("T2w"), (0.0, 1.0), np.random.default_rng(0))
+    image, label = render_region(
+        labels, pv, (40, 40, 0), (16, 16, 16), plain_scan("T2w"), (0.0, 1.0), np.random.default_rng(0)
+    )
     assert image.shape == (16, 16, 16) and label.shape == (16, 16, 16)
     assert image[8:, 8:].mean() < 0.1 < image[:8, :8].mean()  # beyond the map: air
 

@@ -1,4 +1,4 @@
-"""BIDS datalist: pair T2w images with PVS masks by their entities, filter, split by subject, save once.
+"""BIDS datalist: pair images with PVS masks by their entities, filter, split by subject, save once.
 
 The layout is that of OpenNeuro ds005595::
 
@@ -6,11 +6,15 @@ The layout is that of OpenNeuro ds005595::
     derivatives/mask/sub-001/sub-001_desc-mask_PVS.nii.gz
 
 Sessions (``sub-*/ses-*/anat``) and the ``acq`` and ``run`` entities are supported; an image and a mask
-pair when their (sub, ses, acq, run) entities are equal.
+pair when their (sub, ses, acq, run) entities are equal. The images are those of the ``contrasts`` given (BIDS
+anatomical suffixes, :data:`ANAT_CONTRASTS`): T2w unless told, as training uses; evaluation passes the contrasts
+the model was trained for (:func:`scripts.model.model_file.resolve_contrasts`). A case with images of two of
+them is refused: one run scores one contrast per case.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -30,6 +34,14 @@ logger = logging.getLogger("pvs_bundle.datalist")
 PAIR_ENTITIES: tuple[str, ...] = ("sub", "ses", "acq", "run")
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+# BIDS anatomical image suffixes (BIDS 1.9, anat: non-parametric, parametric maps, file collections; not masks).
+ANAT_CONTRASTS: tuple[str, ...] = tuple(
+    (  # noqa: SIM905 - a word list reads best as words
+        "T1w T2w PDw T2starw FLAIR inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map R2map R2starmap PDmap "
+        "MTRmap MTsat UNIT1 T1rho MWFmap MTVmap Chimap S0map M0map MEGRE MESE VFA IRT1 MP2RAGE MPM MTS MTR"
+    ).split()
+)
+DEFAULT_CONTRASTS: tuple[str, ...] = ("T2w",)
 _ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)(?=_|$)")
 _SUFFIX = re.compile(r"_([a-zA-Z0-9]+)$")
 
@@ -40,6 +52,55 @@ def strip_nifti_suffix(name: str) -> str | None:
         if name.endswith(ext):
             return name[: -len(ext)]
     return None
+
+
+def as_contrasts(value: str | Sequence[str], name: str = "contrasts") -> tuple[str, ...]:
+    """Return the contrasts a setting names, checked against the BIDS anatomical suffixes :data:`ANAT_CONTRASTS`.
+
+    Args:
+        value: a list of suffixes (``["T2w", "T1w"]``), one suffix (``"T1w"``), or either as the command line may
+            give it (``"['T2w','T1w']"``, ``"T2w,T1w"``).
+        name: the setting, named in the error.
+
+    Returns:
+        The suffixes, in the order given, without repeats.
+
+    Raises:
+        ValueError: if ``value`` is empty or names a suffix that is not a BIDS anatomical image contrast.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = ast.literal_eval(text) if text.startswith(("[", "(")) else text.split(",")
+        except (ValueError, SyntaxError):
+            parsed = [text]
+        value = [parsed] if isinstance(parsed, str) else parsed
+    items = [str(v).strip() for v in value] if isinstance(value, Sequence) else []
+    unknown = [v for v in items if v not in ANAT_CONTRASTS]
+    if not items or unknown:
+        raise ValueError(
+            f"{name} must be BIDS anatomical suffixes such as ['T2w', 'T1w', 'FLAIR'] (any of {list(ANAT_CONTRASTS)}), "
+            f"not {value!r}."
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def contrast_names(contrasts: Sequence[str], joiner: str = "or") -> str:
+    """Name contrasts in a sentence: ``T2w``, ``T2w or T1w``, ``T2w, T1w or FLAIR``."""
+    names = list(contrasts)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {joiner} {names[-1]}"
+
+
+def image_pattern(contrasts: Sequence[str]) -> str:
+    """The BIDS layout of images of these contrasts, for messages: ``sub-*/[ses-*/]anat/*_T2w.nii[.gz]``."""
+    suffix = contrasts[0] if len(contrasts) == 1 else "{" + ",".join(contrasts) + "}"
+    return f"sub-*/[ses-*/]anat/*_{suffix}.nii[.gz]"
+
+
+def name_suffix(name: str) -> str | None:
+    """The suffix a NIfTI file name ends with (``T2w`` of ``sub-001_T2w.nii.gz``), or None (not NIfTI, no ``_``)."""
+    stem = strip_nifti_suffix(name)
+    return stem.rsplit("_", 1)[1] if stem is not None and "_" in stem else None
 
 
 def parse_entities(path: str | Path) -> tuple[dict[str, str], str]:
@@ -93,26 +154,37 @@ class DatalistReport:
         }
 
 
-def _index(files: list[Path], root: Path, suffix: str) -> dict[tuple[str | None, ...], Path]:
+def _index(files: list[Path], root: Path, suffixes: Sequence[str]) -> dict[tuple[str | None, ...], Path]:
     index: dict[tuple[str | None, ...], Path] = {}
     for f in files:
         entities, found_suffix = parse_entities(f)
-        if found_suffix != suffix:
+        if found_suffix not in suffixes:
             continue
         key = pair_key(entities)
         if key in index:
+            first = index[key]
+            fix = (
+                "keep one (e.g. delete the .nii copy of a .nii.gz)"
+                if name_suffix(first.name) == found_suffix
+                else f"pass --contrasts with one of {name_suffix(first.name)} and {found_suffix} (one contrast a run)"
+            )
             raise ValueError(
-                f"two files for the same case {case_id(entities)}: {index[key].relative_to(root)} and "
-                f"{f.relative_to(root)}; keep one (e.g. delete the .nii copy of a .nii.gz)."
+                f"two files for the same case {case_id(entities)}: {first.relative_to(root)} and "
+                f"{f.relative_to(root)}; {fix}."
             )
         index[key] = f
     return index
 
 
-def find_images(dataset_dir: Path) -> list[Path]:
-    """List the T2w images of a BIDS dataset (with or without sessions)."""
-    found = list(dataset_dir.glob("sub-*/anat/*_T2w.nii*")) + list(dataset_dir.glob("sub-*/ses-*/anat/*_T2w.nii*"))
-    return sorted(f for f in found if strip_nifti_suffix(f.name) is not None)
+def find_images(dataset_dir: Path, contrasts: Sequence[str] = DEFAULT_CONTRASTS) -> list[Path]:
+    """List the images of the given contrasts in a BIDS dataset: ``sub-*/[ses-*/]anat/*_<contrast>.nii[.gz]``.
+
+    Raises:
+        ValueError: if ``contrasts`` names no BIDS anatomical contrast.
+    """
+    wanted = as_contrasts(contrasts)
+    found = list(dataset_dir.glob("sub-*/anat/*.nii*")) + list(dataset_dir.glob("sub-*/ses-*/anat/*.nii*"))
+    return sorted(f for f in found if name_suffix(f.name) in wanted)
 
 
 def find_labels(dataset_dir: Path, label_dir: str) -> list[Path]:
@@ -126,12 +198,13 @@ def mask_is_empty(path: Path) -> bool:
     return not np.any(np.asarray(nib.load(str(path)).dataobj) > LABEL_THRESHOLD)
 
 
-def check_dataset_dir(dataset_dir: str | Path, label_dir: str) -> Path:
-    """Check that a dataset directory exists and holds T2w images.
+def check_dataset_dir(dataset_dir: str | Path, label_dir: str, contrasts: Sequence[str] = DEFAULT_CONTRASTS) -> Path:
+    """Check that a dataset directory exists and holds images of the given contrasts.
 
     Args:
         dataset_dir: root of the BIDS dataset.
         label_dir: folder of the masks, relative to the root.
+        contrasts: the image contrasts (BIDS suffixes) looked for.
 
     Returns:
         The directory as a Path.
@@ -140,8 +213,10 @@ def check_dataset_dir(dataset_dir: str | Path, label_dir: str) -> Path:
         FileNotFoundError: when it is missing or holds no image.
     """
     root = Path(dataset_dir).expanduser()
+    contrasts = as_contrasts(contrasts)
     looked_for = (
-        f"T2w images sub-*/[ses-*/]anat/*_T2w.nii[.gz] and masks {label_dir}/sub-*/[ses-*/]*_desc-mask_PVS.nii[.gz]"
+        f"{contrast_names(contrasts)} images {image_pattern(contrasts)} and masks "
+        f"{label_dir}/sub-*/[ses-*/]*_desc-mask_PVS.nii[.gz]"
     )
     if not root.is_dir():
         raise FileNotFoundError(
@@ -149,27 +224,33 @@ def check_dataset_dir(dataset_dir: str | Path, label_dir: str) -> Path:
             f"({looked_for}): pass --dataset_dir /path/to/ds005595, or --datalist_file with your own split, or "
             "train on the built-in demo with --config_file \"['configs/train.json','configs/demo.json']\"."
         )
-    if not find_images(root):
-        raise FileNotFoundError(f"dataset_dir {root} holds no T2w image: looked for {looked_for}.")
+    if not find_images(root, contrasts):
+        names = contrast_names(contrasts)
+        raise FileNotFoundError(f"dataset_dir {root} holds no {names} image: looked for {looked_for}.")
     return root
 
 
-def find_pairs(dataset_dir: Path, label_dir: str = "derivatives/mask") -> tuple[list[dict], DatalistReport]:
+def find_pairs(
+    dataset_dir: Path, label_dir: str = "derivatives/mask", contrasts: Sequence[str] = DEFAULT_CONTRASTS
+) -> tuple[list[dict], DatalistReport]:
     """Pair images with masks by BIDS entities and drop the pairs whose mask is empty.
 
     Args:
         dataset_dir: root of the BIDS dataset.
         label_dir: folder of the masks, relative to the root.
+        contrasts: the image contrasts (BIDS suffixes) paired with the masks.
 
     Returns:
         The cases (dicts with ``image``, ``label`` relative to the root, ``id`` and ``subject``), and a report
         of what was left out and why.
 
     Raises:
-        ValueError: when two files describe the same case.
+        ValueError: when two files describe the same case (two images of one case: of two accepted contrasts, or
+            a .nii beside a .nii.gz), or ``contrasts`` names no BIDS anatomical contrast.
     """
-    images = _index(find_images(dataset_dir), dataset_dir, "T2w")
-    labels = _index(find_labels(dataset_dir, label_dir), dataset_dir, "PVS")
+    contrasts = as_contrasts(contrasts)
+    images = _index(find_images(dataset_dir, contrasts), dataset_dir, contrasts)
+    labels = _index(find_labels(dataset_dir, label_dir), dataset_dir, ("PVS",))
     report = DatalistReport()
     cases = []
     for key in sorted(images, key=lambda k: tuple(v or "" for v in k)):
@@ -189,7 +270,9 @@ def find_pairs(dataset_dir: Path, label_dir: str = "derivatives/mask") -> tuple[
         cases.append({"image": rel_image, "label": rel_label, "id": case_id(entities), "subject": f"sub-{key[0]}"})
     for key in sorted(set(labels) - set(images), key=lambda k: tuple(v or "" for v in k)):
         rel_label = str(labels[key].relative_to(dataset_dir))
-        logger.warning("Mask %s has no T2w image with the same entities; it is not used.", rel_label)
+        logger.warning(
+            "Mask %s has no %s image with the same entities; it is not used.", rel_label, contrast_names(contrasts)
+        )
         report.labels_without_image.append(rel_label)
     report.pairs = len(cases)
     return cases, report
@@ -204,7 +287,8 @@ def split_subjects(subjects: Sequence[str], seed: int, fractions: Sequence[float
     Args:
         subjects: unique subject ids.
         seed: split seed.
-        fractions: (training, validation, test) fractions summing to 1.
+        fractions: (training, validation, test) fractions summing to 1; a training fraction of 0 gives every subject
+            that validation does not take to test (``[0, 0, 1]``: score a whole dataset).
 
     Returns:
         A dict split name -> sorted subject ids.
@@ -216,7 +300,9 @@ def split_subjects(subjects: Sequence[str], seed: int, fractions: Sequence[float
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, not {list(fractions)}.")
     n = len(subjects)
     n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in fractions[1:])
-    if n - n_val - n_test < 1:
+    if fractions[0] == 0:  # a dataset to score, not to train on: what validation does not take is test
+        n_test = n - min(n_val, n)
+    elif n - n_val - n_test < 1:
         raise ValueError(f"need at least {n_val + n_test + 1} subjects with a non-empty mask to split, not {n}.")
     ranked = sorted(subjects, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
     return {
@@ -231,6 +317,7 @@ def create_datalist(
     seed: int = 0,
     fractions: Sequence[float] = (0.9, 0.05, 0.05),
     label_dir: str = "derivatives/mask",
+    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
 ) -> tuple[dict, DatalistReport]:
     """Build a datalist (paths relative to ``dataset_dir``) split at subject level.
 
@@ -239,6 +326,7 @@ def create_datalist(
         seed: split seed.
         fractions: (training, validation, test) fractions.
         label_dir: folder of the masks, relative to the root.
+        contrasts: the image contrasts (BIDS suffixes) paired with the masks.
 
     Returns:
         The datalist dict (keys ``training``, ``validation``, ``test`` and ``split``) and the report.
@@ -247,8 +335,8 @@ def create_datalist(
         FileNotFoundError: when the dataset directory is missing or holds no image.
         ValueError: when too few cases remain to split.
     """
-    root = check_dataset_dir(dataset_dir, label_dir)
-    cases, report = find_pairs(root, label_dir)
+    root = check_dataset_dir(dataset_dir, label_dir, contrasts)
+    cases, report = find_pairs(root, label_dir, contrasts)
     split = split_subjects(sorted({c["subject"] for c in cases}), seed, fractions)
     subject_split = {s: name for name, subjects in split.items() for s in subjects}
     datalist: dict = {name: [c for c in cases if subject_split[c["subject"]] == name] for name in SPLITS}
@@ -289,15 +377,19 @@ def _listed_id(case: dict) -> str | None:
         return None
 
 
-def report_changes(saved: dict, dataset_dir: str | Path, source: Path) -> list[str]:
-    """Warn about T2w images of the dataset that the saved split does not list (the split never changes silently).
+def report_changes(
+    saved: dict, dataset_dir: str | Path, source: Path, contrasts: Sequence[str] = DEFAULT_CONTRASTS
+) -> list[str]:
+    """Warn about images of the dataset that the saved split does not list (the split never changes silently).
 
-    Images the datalist skipped on purpose (empty mask, no mask; see its report) are not counted.
+    Images the datalist skipped on purpose (empty mask, no mask; see its report) are not counted, nor images of a
+    case the split lists (another contrast of it).
 
     Args:
         saved: the saved datalist (paths relative to ``dataset_dir`` or absolute).
         dataset_dir: root of the BIDS dataset.
         source: the datalist file, named in the warning.
+        contrasts: the image contrasts (BIDS suffixes) looked for.
 
     Returns:
         The new images, relative to the dataset root.
@@ -311,12 +403,14 @@ def report_changes(saved: dict, dataset_dir: str | Path, source: Path) -> list[s
         report = json.loads(report_file.read_text())
         skipped = report.get("empty_masks_skipped", []) + report.get("images_without_label", [])
         known |= {case_id(parse_entities(f)[0]) for f in skipped}
-    new = sorted(str(f.relative_to(root)) for f in find_images(root) if case_id(parse_entities(f)[0]) not in known)
+    images = find_images(root, contrasts)
+    new = sorted(str(f.relative_to(root)) for f in images if case_id(parse_entities(f)[0]) not in known)
     if new:
         logger.warning(
-            "The dataset has %d T2w image(s) that the saved split %s does not list (%s): they are not used. The split "
+            "The dataset has %d %s image(s) that the saved split %s does not list (%s): they are not used. The split "
             "is kept so that no test subject moves into training; delete the file to re-split everything.",
             len(new),
+            contrast_names(contrasts),
             source,
             ", ".join(new[:10]),
         )
@@ -330,6 +424,7 @@ def load_or_create_datalist(
     fractions: Sequence[float] = (0.9, 0.05, 0.05),
     label_dir: str = "derivatives/mask",
     must_exist: bool = False,
+    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
 ) -> dict[str, list[dict]]:
     """Load the saved datalist, or build it from the dataset and save it once.
 
@@ -344,14 +439,17 @@ def load_or_create_datalist(
         fractions: (training, validation, test) fractions, used only when the datalist is built.
         label_dir: folder of the masks, relative to the root.
         must_exist: refuse to build a new split (evaluation must score the split that training used).
+        contrasts: the image contrasts (BIDS suffixes) paired with the masks when the datalist is built, and looked
+            for among the images a saved split does not list.
 
     Returns:
         A dict split name -> list of cases with absolute ``image`` and ``label`` paths.
 
     Raises:
         FileNotFoundError: when the dataset or a listed file is missing, or the datalist when ``must_exist``.
-        ValueError: when the datalist file lacks a split.
+        ValueError: when the datalist file lacks a split, or ``contrasts`` names no BIDS anatomical contrast.
     """
+    contrasts = as_contrasts(contrasts)
     path = Path(datalist_file).expanduser()
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -359,14 +457,14 @@ def load_or_create_datalist(
         if absent:
             raise ValueError(f"datalist {path} must have the keys {list(SPLITS)}; missing {absent}.")
         logger.info("Using the saved datalist %s.", path)
-        report_changes(saved, dataset_dir, path)
+        report_changes(saved, dataset_dir, path, contrasts)
     elif must_exist:
         raise FileNotFoundError(
             f"datalist {path} does not exist: run training first (it writes the split there), or pass "
             "--datalist_file with the split that training used."
         )
     else:
-        saved, report = create_datalist(dataset_dir, seed, fractions, label_dir)
+        saved, report = create_datalist(dataset_dir, seed, fractions, label_dir, contrasts)
         atomic_write_json(path.with_name(path.stem + "_report.json"), report.as_dict())
         atomic_write_json(path, saved)
         logger.info(

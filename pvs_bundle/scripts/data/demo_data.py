@@ -7,6 +7,8 @@ small random affine and a smooth random deformation (one interpolation), then pe
 drawn as CSF-bright capsules with partial volume, and a bias field, a global scaling and Rician noise
 are applied. PVS lie in the white matter of the centrum semiovale (running radially from the brain
 centre) and in the basal ganglia (running roughly vertically); about one subject in six has none.
+``contrast="T1w"`` or ``"FLAIR"`` and ``voxel_size_mm`` give the same anatomy and PVS in another contrast or on
+another grid (:mod:`scripts.data.demo_contrasts`); the defaults give the same bytes as before they existed.
 
 Layout written (names exactly as in ds005595)::
 
@@ -27,6 +29,7 @@ the same bytes as before it existed.
 Command line (from ``pvs_bundle/``)::
 
     python -m scripts.data.demo_data --out_dir D --n_subjects 16 --seed 0 [--shape "[96,128,112]"]
+        [--contrast T1w] [--voxel_size_mm "[1,1,1]"]
 """
 
 from __future__ import annotations
@@ -47,6 +50,15 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
+from scripts.data.demo_contrasts import (
+    DEFAULT_CONTRAST,
+    Contrast,
+    TissueFractions,
+    acquired_shape,
+    check_contrast,
+    check_voxel_size,
+    resolution_blur_mm,
+)
 from scripts.io import atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.demo_data")
@@ -76,7 +88,6 @@ GENERATOR_VERSION = 2
 PARCELLATION_DIR = "derivatives/synthseg"
 PARCELLATION_SUFFIX = "_desc-synthseg_dseg.nii.gz"
 
-_INTENSITY = {"csf": 1000.0, "gm": 560.0, "wm": 340.0, "skull": 40.0, "scalp": 480.0}
 _CONTROL_SPACING_MM = 20.0
 _CONTROL_BOX_MM = ((-100.0, 100.0), (-160.0, 120.0), (-140.0, 160.0))
 _COARSE_SPACING_MM = 4.0
@@ -121,9 +132,9 @@ Synthetic demo data for pvs_bundle: NOT real MRI.
 It mirrors the layout and metadata format of OpenNeuro ds005595 ("Precise perivascular space segmentation
 on T2-weighted magnetic resonance imaging from Human Connectome Project-Aging", Chai et al.,
 doi:10.18112/openneuro.ds005595.v1.0.0), whose authors did not make or check it.
-Images are T2-like volumes drawn from the MNI ICBM152 2009 templates shipped with nilearn, with
+Images are {images} drawn from the MNI ICBM152 2009 templates shipped with nilearn, with
 synthetic perivascular spaces and their masks; participants are synthetic too.
-Regenerate with: cd pvs_bundle && python -m scripts.data.demo_data --out_dir DIR
+Regenerate with: cd pvs_bundle && python -m scripts.data.demo_data --out_dir DIR{options}
 
 MNI ICBM152 2009 templates (Fonov et al., NeuroImage 2011): Copyright (C) 1993-2009 Louis Collins,
 McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University."""
@@ -175,7 +186,7 @@ class SyntheticSubject:
 
     Attributes:
         subject_id: ``sub-XXX``.
-        image: int16 T2-like volume.
+        image: int16 volume in the subject's contrast.
         mask: int16 PVS mask (0/1), ``pv >= 0.5``.
         affine: RAS voxel-to-world matrix of both volumes.
         tubes: the PVS drawn inside this field of view.
@@ -197,22 +208,24 @@ class _Template:
     gm: np.ndarray
     wm: np.ndarray
     labels: np.ndarray
+    fractions: TissueFractions
 
 
-def grid_affine(shape: Sequence[int]) -> np.ndarray:
-    """RAS affine of a grid of ``shape`` voxels at :data:`VOXEL_SIZE_MM`, centred on :data:`FOV_CENTRE_MM`.
+def grid_affine(shape: Sequence[int], voxel_size_mm: Sequence[float] | None = None) -> np.ndarray:
+    """RAS affine of a grid of ``shape`` voxels, centred on :data:`FOV_CENTRE_MM`.
 
     Args:
         shape: three positive ints.
+        voxel_size_mm: voxel size; None is :data:`VOXEL_SIZE_MM`.
 
     Returns:
         A 4 x 4 float64 array.
 
     Raises:
-        ValueError: if ``shape`` is not three positive ints.
+        ValueError: if ``shape`` is not three positive ints or ``voxel_size_mm`` is out of range.
     """
     shape = _checked_shape(shape)
-    size = np.array(VOXEL_SIZE_MM)
+    size = np.array(check_voxel_size(voxel_size_mm) or VOXEL_SIZE_MM)
     affine = np.diag([*size, 1.0])
     affine[:3, 3] = np.array(FOV_CENTRE_MM) - size * (np.array(shape) - 1) / 2
     return affine
@@ -241,15 +254,26 @@ def empty_subjects(n_subjects: int, seed: int = 0) -> frozenset[int]:
 
 
 def synthesize_subject(
-    number: int, seed: int = 0, shape: Sequence[int] = DEMO_SHAPE, with_pvs: bool = True
+    number: int,
+    seed: int = 0,
+    shape: Sequence[int] = DEMO_SHAPE,
+    with_pvs: bool = True,
+    *,
+    contrast: str = DEFAULT_CONTRAST,
+    voxel_size_mm: Sequence[float] | None = None,
 ) -> SyntheticSubject:
     """Generate one subject in memory; the anatomy does not depend on ``with_pvs`` or on the dataset size.
+
+    The anatomy and the PVS (which are kept: those inside the 0.8 mm grid of ``shape``) depend on the seed and the
+    number only; ``contrast`` changes the intensities, ``voxel_size_mm`` the grid (:mod:`scripts.data.demo_contrasts`).
 
     Args:
         number: subject number, 1-based (``sub-001`` is 1).
         seed: dataset seed.
-        shape: grid shape in voxels at 0.8 mm.
+        shape: grid shape in voxels at 0.8 mm (the field of view).
         with_pvs: draw perivascular spaces (else the mask is empty).
+        contrast: ``T2w``, ``T1w`` or ``FLAIR``.
+        voxel_size_mm: voxel size of the grid covering that field of view; None is :data:`VOXEL_SIZE_MM`.
 
     Returns:
         The subject's image, mask, affine and ground truth.
@@ -260,51 +284,63 @@ def synthesize_subject(
     if isinstance(number, bool) or not isinstance(number, int | np.integer) or not 1 <= number <= 999:
         raise ValueError(f"number must be an int in [1, 999], not {number!r}")
     _check_seed(seed)
-    shape = _checked_shape(shape)
+    shape, table, voxel = _checked_shape(shape), check_contrast(contrast), check_voxel_size(voxel_size_mm)
+    grid = acquired_shape(shape, VOXEL_SIZE_MM, voxel)
     warp_rng, pvs_rng, scan_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, number]).spawn(3))
     warp = _random_warp(warp_rng)
-    affine = grid_affine(shape)
-    tubes = tuple(t for t in _draw_tubes(pvs_rng, warp) if _inside_grid(t, affine, shape)) if with_pvs else ()
+    affine = grid_affine(grid, voxel)
+    nominal = grid_affine(shape)
+    tubes = tuple(t for t in _draw_tubes(pvs_rng, warp) if _inside_grid(t, nominal, shape)) if with_pvs else ()
     template = _template()
-    base = _sample_template(template.t2, template.world_to_voxel, warp, shape, order=1)
-    pv = _partial_volume(tubes, affine, shape)
-    image = _acquire(scan_rng, base, pv, affine)
+    base = _sample_template(_template_image(table, voxel), template.world_to_voxel, warp, grid, 1, voxel)
+    pv = _partial_volume(tubes, affine, grid)
+    image = _acquire(scan_rng, base, pv, affine, table)
     mask = (pv >= 0.5).astype(np.int16)
     return SyntheticSubject(f"sub-{number:03d}", image, mask, affine, tubes, warp)
 
 
-def tissue_labels(warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE) -> np.ndarray:
+def tissue_labels(
+    warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE, *, voxel_size_mm: Sequence[float] | None = None
+) -> np.ndarray:
     """Template tissue classes (:data:`TISSUE_LABELS`, 0 outside the brain) in a subject's grid.
 
     Args:
         warp: the subject's transform, from :attr:`SyntheticSubject.warp`.
-        shape: the grid shape the subject was generated with.
+        shape: the grid shape (at 0.8 mm) the subject was generated with.
+        voxel_size_mm: the voxel size it was generated with.
 
     Returns:
-        A uint8 volume of ``shape``.
+        A uint8 volume of the subject's grid shape.
 
     Raises:
-        ValueError: if ``shape`` is not three positive ints.
+        ValueError: if ``shape`` is not three positive ints or ``voxel_size_mm`` is out of range.
     """
     template = _template()
-    return _sample_template(template.labels, template.world_to_voxel, warp, _checked_shape(shape), order=0)
+    voxel = check_voxel_size(voxel_size_mm)
+    grid = acquired_shape(_checked_shape(shape), VOXEL_SIZE_MM, voxel)
+    return _sample_template(template.labels, template.world_to_voxel, warp, grid, 0, voxel)
 
 
-def parcellation(warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE) -> np.ndarray:
+def parcellation(
+    warp: SubjectWarp, shape: Sequence[int] = DEMO_SHAPE, *, voxel_size_mm: Sequence[float] | None = None
+) -> np.ndarray:
     """A coarse parcellation in FreeSurferColorLUT numbers in a subject's grid (see the module docstring).
 
     Args:
         warp: the subject's transform, from :attr:`SyntheticSubject.warp`.
-        shape: the grid shape the subject was generated with.
+        shape: the grid shape (at 0.8 mm) the subject was generated with.
+        voxel_size_mm: the voxel size it was generated with.
 
     Returns:
-        An int16 label volume of ``shape``.
+        An int16 label volume of the subject's grid shape.
 
     Raises:
-        ValueError: if ``shape`` is not three positive ints.
+        ValueError: if ``shape`` is not three positive ints or ``voxel_size_mm`` is out of range.
     """
     template = _template()
-    return _sample_template(_template_parcellation(), template.world_to_voxel, warp, _checked_shape(shape), order=0)
+    voxel = check_voxel_size(voxel_size_mm)
+    grid = acquired_shape(_checked_shape(shape), VOXEL_SIZE_MM, voxel)
+    return _sample_template(_template_parcellation(), template.world_to_voxel, warp, grid, 0, voxel)
 
 
 def generate_dataset(
@@ -313,18 +349,25 @@ def generate_dataset(
     shape: Sequence[int] = DEMO_SHAPE,
     seed: int = 0,
     overwrite: bool = False,
+    *,
+    contrast: str = DEFAULT_CONTRAST,
+    voxel_size_mm: Sequence[float] | None = None,
 ) -> Path:
     """Write a synthetic ds005595-style dataset; the same arguments give byte-identical files.
 
     Writing into a previous demo dataset (or, with ``overwrite``, into any directory) first deletes its
-    completion marker, its ``sub-*`` folders and ``derivatives/mask/sub-*`` folders; other files stay.
+    completion marker, its ``sub-*`` folders and ``derivatives/mask/sub-*`` folders; other files stay. Images are
+    named after their contrast (``sub-001_T1w.nii.gz``); the marker and README.txt record a contrast and voxel size
+    other than the defaults.
 
     Args:
         out_dir: dataset root; created if missing.
         n_subjects: number of subjects, 1 to 999 (``sub-001`` ...).
-        shape: grid shape in voxels at 0.8 mm (:data:`FULL_SHAPE` is the real one).
+        shape: grid shape in voxels at 0.8 mm, the field of view (:data:`FULL_SHAPE` is the real one).
         seed: dataset seed, a non-negative int.
         overwrite: allow writing into a non-empty directory that is not a demo dataset.
+        contrast: ``T2w``, ``T1w`` or ``FLAIR`` (:mod:`scripts.data.demo_contrasts`).
+        voxel_size_mm: voxel size of the grid covering that field of view; None is :data:`VOXEL_SIZE_MM`.
 
     Returns:
         The dataset root.
@@ -333,24 +376,25 @@ def generate_dataset(
         ValueError: if an argument is out of range, ``out_dir`` is a file, or ``out_dir`` is a non-empty
             directory that is not a demo dataset and ``overwrite`` is false.
     """
-    params = _params(n_subjects, shape, seed)
+    params = _params(n_subjects, shape, seed, contrast, voxel_size_mm)
+    settings = {"contrast": contrast, "voxel_size_mm": check_voxel_size(voxel_size_mm)}
     root = Path(out_dir)
     _prepare_root(root, overwrite)
     logger.info("Writing %d synthetic subjects of shape %s (seed %d) to %s", n_subjects, params["shape"], seed, root)
     _write_text(root / "dataset_description.json", json.dumps(_dataset_description(), indent=4))
-    _write_text(root / "README.txt", _README)
+    _write_text(root / "README.txt", _readme(**settings))
     _write_text(root / "participants.json", json.dumps(_PARTICIPANTS_JSON, indent=4))
     _write_text(root / PARCELLATION_DIR / "dataset_description.json", json.dumps(_parcellation_description(), indent=4))
     empty = empty_subjects(n_subjects, seed)
     rows = ["participant_id\tage\tsex"]
     for number in range(1, n_subjects + 1):
-        subject = synthesize_subject(number, seed, params["shape"], with_pvs=number not in empty)
+        subject = synthesize_subject(number, seed, params["shape"], with_pvs=number not in empty, **settings)
         sid = subject.subject_id
-        _write_nifti(root / sid / "anat" / f"{sid}_T2w.nii.gz", subject.image, subject.affine)
+        _write_nifti(root / sid / "anat" / f"{sid}_{contrast}.nii.gz", subject.image, subject.affine)
         _write_nifti(root / "derivatives" / "mask" / sid / f"{sid}_desc-mask_PVS.nii.gz", subject.mask, subject.affine)
         _write_nifti(
             root / PARCELLATION_DIR / sid / "anat" / f"{sid}{PARCELLATION_SUFFIX}",
-            parcellation(subject.warp, params["shape"]),
+            parcellation(subject.warp, params["shape"], voxel_size_mm=settings["voxel_size_mm"]),
             subject.affine,
             sidecar=False,
         )
@@ -363,7 +407,13 @@ def generate_dataset(
 
 
 def ensure_demo_dataset(
-    out_dir: str | os.PathLike[str], n_subjects: int = 16, shape: Sequence[int] = DEMO_SHAPE, seed: int = 0
+    out_dir: str | os.PathLike[str],
+    n_subjects: int = 16,
+    shape: Sequence[int] = DEMO_SHAPE,
+    seed: int = 0,
+    *,
+    contrast: str = DEFAULT_CONTRAST,
+    voxel_size_mm: Sequence[float] | None = None,
 ) -> str:
     """Return a complete demo dataset at ``out_dir``, generating it unless one with these parameters is there.
 
@@ -375,6 +425,8 @@ def ensure_demo_dataset(
         n_subjects: number of subjects.
         shape: grid shape in voxels at 0.8 mm.
         seed: dataset seed.
+        contrast: image contrast.
+        voxel_size_mm: voxel size; None is :data:`VOXEL_SIZE_MM`.
 
     Returns:
         ``out_dir`` as a string.
@@ -382,7 +434,7 @@ def ensure_demo_dataset(
     Raises:
         ValueError: if an argument is out of range or ``out_dir`` holds something that is not a demo dataset.
     """
-    params = _params(n_subjects, shape, seed)
+    params = _params(n_subjects, shape, seed, contrast, voxel_size_mm)
     root = Path(out_dir)
     recorded = _read_marker(root)
     if recorded == params:
@@ -392,12 +444,18 @@ def ensure_demo_dataset(
         logger.warning("Demo dataset at %s was made with %s; regenerating with %s", root, recorded, params)
     elif root.is_dir() and any(root.iterdir()):
         logger.warning("Demo dataset at %s has no completion marker; regenerating it", root)
-    generate_dataset(root, n_subjects, params["shape"], seed)
+    generate_dataset(root, n_subjects, params["shape"], seed, contrast=contrast, voxel_size_mm=voxel_size_mm)
     return str(root)
 
 
 def main(
-    out_dir: str, n_subjects: int = 16, seed: int = 0, shape: Sequence[int] = DEMO_SHAPE, overwrite: bool = False
+    out_dir: str,
+    n_subjects: int = 16,
+    seed: int = 0,
+    shape: Sequence[int] = DEMO_SHAPE,
+    overwrite: bool = False,
+    contrast: str = DEFAULT_CONTRAST,
+    voxel_size_mm: Sequence[float] | None = None,
 ) -> str:
     """Command line: write a demo dataset and print its path.
 
@@ -407,6 +465,8 @@ def main(
         seed: dataset seed.
         shape: grid shape, e.g. ``"[96,128,112]"``.
         overwrite: allow writing into a non-empty directory that is not a demo dataset.
+        contrast: ``T2w``, ``T1w`` or ``FLAIR``.
+        voxel_size_mm: voxel size, e.g. ``"[1,1,1]"``; None is :data:`VOXEL_SIZE_MM`.
 
     Returns:
         The dataset root.
@@ -414,7 +474,9 @@ def main(
     Raises:
         ValueError: as :func:`generate_dataset`.
     """
-    return str(generate_dataset(out_dir, n_subjects, shape, seed, overwrite))
+    return str(
+        generate_dataset(out_dir, n_subjects, shape, seed, overwrite, contrast=contrast, voxel_size_mm=voxel_size_mm)
+    )
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -446,16 +508,26 @@ def _checked_shape(shape: object) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)
 
 
-def _params(n_subjects: int, shape: Sequence[int], seed: int) -> dict:
+def _params(
+    n_subjects: int, shape: Sequence[int], seed: int, contrast: str, voxel_size_mm: Sequence[float] | None
+) -> dict:
+    """The marker's record; a contrast or voxel size other than the default is added (so defaults match old markers)."""
     _check_n_subjects(n_subjects)
     _check_seed(seed)
-    return {
+    check_contrast(contrast)
+    voxel = check_voxel_size(voxel_size_mm)
+    params = {
         "generator": "pvs_bundle scripts.data.demo_data",
         "generator_version": GENERATOR_VERSION,
         "n_subjects": int(n_subjects),
         "shape": list(_checked_shape(shape)),
         "seed": int(seed),
     }
+    if contrast != DEFAULT_CONTRAST:
+        params["contrast"] = contrast
+    if voxel is not None:
+        params["voxel_size_mm"] = list(voxel)
+    return params
 
 
 # --- anatomy ----------------------------------------------------------------------------------------
@@ -475,15 +547,19 @@ def _template() -> _Template:
     wm = np.minimum(wm, brain_fraction - gm)
     csf = np.clip(brain_fraction - gm - wm, 0.0, 1.0)
     outside_mm = ndimage.distance_transform_edt(~brain).astype(np.float32)
-    i = _INTENSITY
-    shell = np.interp(
-        outside_mm,
-        [0, 2, 3.5, 7, 8.5, 13, 14.5],
-        [i["csf"], i["csf"], i["skull"], i["skull"], i["scalp"], i["scalp"], 0],
-    ).astype(np.float32)
-    t2 = csf * i["csf"] + gm * i["gm"] + wm * i["wm"] + (1.0 - brain_fraction) * shell
+    voxel_mm = tuple(float(v) for v in t1.header.get_zooms()[:3])
+    fractions = TissueFractions(csf, gm, wm, brain_fraction, outside_mm, voxel_mm)
+    t2 = fractions.image(check_contrast(DEFAULT_CONTRAST))
     labels = np.where(brain_fraction >= 0.5, np.argmax(np.stack([csf, gm, wm]), axis=0) + 1, 0).astype(np.uint8)
-    return _Template(np.linalg.inv(t1.affine), t2.astype(np.float32), gm, wm, labels)
+    return _Template(np.linalg.inv(t1.affine), t2, gm, wm, labels, fractions)
+
+
+@functools.lru_cache(maxsize=2)
+def _template_image(contrast: Contrast, voxel_size_mm: tuple[float, float, float] | None) -> np.ndarray:
+    """The 1 mm template in a contrast, pre-filtered for a voxel size (:mod:`scripts.data.demo_contrasts`)."""
+    if contrast.name == DEFAULT_CONTRAST and voxel_size_mm is None:
+        return _template().t2
+    return _template().fractions.image(contrast, resolution_blur_mm(voxel_size_mm or VOXEL_SIZE_MM, VOXEL_SIZE_MM))
 
 
 @functools.lru_cache(maxsize=1)
@@ -561,10 +637,15 @@ def _warp_points(warp: SubjectWarp, points: np.ndarray) -> np.ndarray:
 
 
 def _sample_template(
-    volume: np.ndarray, world_to_voxel: np.ndarray, warp: SubjectWarp, shape: tuple[int, int, int], order: int
+    volume: np.ndarray,
+    world_to_voxel: np.ndarray,
+    warp: SubjectWarp,
+    shape: tuple[int, int, int],
+    order: int,
+    voxel_size_mm: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Resample a template volume into a subject grid through ``warp``, in slabs to bound memory."""
-    axes = _grid_axes(shape)
+    axes = _grid_axes(shape, voxel_size_mm)
     centre = np.array(BRAIN_CENTRE_MM)
     linear = world_to_voxel[:3, :3] @ warp.matrix
     offset = world_to_voxel[:3, :3] @ centre + world_to_voxel[:3, 3]
@@ -589,8 +670,10 @@ def _sample_template(
 
 
 @functools.lru_cache(maxsize=8)
-def _grid_axes(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    affine = grid_affine(shape)
+def _grid_axes(
+    shape: tuple[int, int, int], voxel_size_mm: tuple[float, float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    affine = grid_affine(shape, voxel_size_mm)
     return tuple(affine[a, a] * np.arange(shape[a]) + affine[a, 3] for a in range(3))
 
 
@@ -723,13 +806,15 @@ def _partial_volume(tubes: Sequence[Tube], affine: np.ndarray, shape: tuple[int,
 # --- acquisition ------------------------------------------------------------------------------------
 
 
-def _acquire(rng: np.random.Generator, base: np.ndarray, pv: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """PVS partial volume, contrast jitter, bias field, global scale and Rician noise; int16 output."""
-    csf = _INTENSITY["csf"]
-    signal = base + pv * (csf - base)
-    signal = csf * (np.maximum(signal, 0.0) / csf) ** np.float32(rng.uniform(0.9, 1.1))
+def _acquire(
+    rng: np.random.Generator, base: np.ndarray, pv: np.ndarray, affine: np.ndarray, contrast: Contrast
+) -> np.ndarray:
+    """PVS partial volume (toward CSF), contrast jitter, bias field, global scale and Rician noise; int16 output."""
+    signal = base + pv * (contrast.csf - base)
+    reference = contrast.reference
+    signal = reference * (np.maximum(signal, 0.0) / reference) ** np.float32(rng.uniform(0.9, 1.1))
     signal *= _bias_field(rng, affine, base.shape) * np.float32(rng.uniform(0.85, 1.25))
-    sigma = np.float32(rng.uniform(8.0, 20.0))
+    sigma = np.float32(rng.uniform(*contrast.noise_sigma))
     real = signal + sigma * rng.standard_normal(base.shape, dtype=np.float32)
     imaginary = sigma * rng.standard_normal(base.shape, dtype=np.float32)
     return np.clip(np.rint(np.hypot(real, imaginary)), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -752,6 +837,17 @@ def _bias_field(rng: np.random.Generator, affine: np.ndarray, shape: tuple[int, 
 
 
 # --- files ------------------------------------------------------------------------------------------
+
+
+def _readme(contrast: str, voxel_size_mm: tuple[float, float, float] | None) -> str:
+    """README.txt; with the defaults, the same text as before contrasts and voxel sizes existed."""
+    images, options = f"{contrast.removesuffix('w')}-like volumes", ""
+    if contrast != DEFAULT_CONTRAST:
+        options += f" --contrast {contrast}"
+    if voxel_size_mm is not None:
+        images += " ({} mm voxels)".format(" x ".join(f"{v:g}" for v in voxel_size_mm))
+        options += ' --voxel_size_mm "[{}]"'.format(",".join(f"{v:g}" for v in voxel_size_mm))
+    return _README.format(images=images, options=options)
 
 
 def _participant(seed: int, number: int) -> tuple[str, str]:

@@ -56,27 +56,6 @@ SPACING_KEY = "spacing_mm"
 AFFINE_TOLERANCE_MM = 1e-3
 
 
-def check_model_file(model_file: str | os.PathLike[str]) -> Path:
-    """Check that the trained model exists before any test case is read.
-
-    Args:
-        model_file: path of the network's state dict (``models/model.pt``).
-
-    Returns:
-        The path.
-
-    Raises:
-        FileNotFoundError: when the file does not exist.
-    """
-    path = Path(model_file).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model file {path} does not exist: run training first (it saves the best model there), or pass "
-            "--model_file /path/to/model.pt (or --ckpt_dir with the folder that holds model.pt)."
-        )
-    return path
-
-
 def source_file(data: Any, key: Hashable) -> str:
     """Return the file a loaded image came from, as MONAI's ``LoadImage`` recorded it in its metadata.
 

@@ -2,20 +2,24 @@
 
 Three ways to give inputs (``input_files``, when not empty, takes precedence over ``dataset_dir``):
 
-- a BIDS dataset: the T2w images ``sub-*/[ses-*/]anat/*_T2w.nii[.gz]`` (:func:`scripts.data.datalist.find_images`);
-  outputs mirror ``sub-*/[ses-*/]anat/`` under ``output_dir``;
+- a BIDS dataset: the images of the contrasts the model accepts, ``sub-*/[ses-*/]anat/*_<contrast>.nii[.gz]``
+  (:func:`scripts.data.datalist.find_images`); outputs mirror ``sub-*/[ses-*/]anat/`` under ``output_dir``;
 - a folder of NIfTI files (``*.nii``, ``*.nii.gz`` directly in it; other files are ignored with a warning);
 - an explicit list of NIfTI files.
 
 Outputs of folder and list inputs go straight into ``output_dir``. Each is named as a BIDS derivative of its
-input: ``sub-001_T2w.nii.gz`` gives ``sub-001_desc-pvs_mask.nii.gz`` (and ``sub-001_desc-pvs_probseg.nii.gz``);
-any other name keeps its stem (``case7.nii`` gives ``case7_desc-pvs_mask.nii.gz``).
+input, less its contrast: ``sub-001_T2w.nii.gz`` (or ``sub-001_T1w.nii.gz``) gives ``sub-001_desc-pvs_mask.nii.gz``
+(and ``sub-001_desc-pvs_probseg.nii.gz``); any other name keeps its stem (``case7.nii`` gives
+``case7_desc-pvs_mask.nii.gz``). Two inputs that would give one output name (two contrasts of one case) are refused.
 
-Inputs are checked for what they are: the model was trained on T2-weighted scans only, so a file whose name gives
-another BIDS suffix (``sub-101_T1w.nii.gz``, ``_FLAIR``, a derivative such as ``_desc-mask_PVS``) is refused,
-with the other problems, unless ``allow_any_contrast`` is true. A name that states no contrast (``case7.nii``) is
-segmented as T2w, with a warning naming it. Each output row carries the input's BIDS entities (``subject``
-``sub-101``, ``session``, ``acq``, ``run``; empty when absent) and its file name.
+Inputs are checked for what they are. The contrasts a model accepts (``contrasts``: BIDS suffixes, those stored in
+its ``model.json`` for ``"auto"``, else T2w; :func:`scripts.model.model_file.resolve_contrasts`) are the ones a BIDS
+dataset is searched for, and a file whose name gives another BIDS suffix (``sub-101_T1w.nii.gz`` for a T2w model,
+``_FLAIR``, a derivative such as ``_desc-mask_PVS``) is refused, with the other problems, unless
+``allow_any_contrast`` is true; then a BIDS dataset gives every anatomical image (:data:`ANAT_CONTRASTS`). A name
+that states no contrast (``case7.nii``) is segmented as the model's contrasts, with a warning naming it. Each output
+row carries the input's BIDS entities (``subject`` ``sub-101``, ``session``, ``acq``, ``run``; empty when absent),
+the contrast its name states (``contrast``, e.g. ``T1w``; empty when none) and its file name.
 
 Every input is checked up front and every problem is reported at once, naming the file: non-NIfTI or
 unreadable files, truncated or corrupt voxel data, images that are not 3D (a 4D image needs ``volume_index`` to
@@ -36,6 +40,7 @@ Under torchrun every rank checks its own share of the inputs and all ranks see e
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,41 +49,60 @@ import nibabel as nib
 import numpy as np
 
 from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
-from scripts.data.datalist import find_images, parse_entities, strip_nifti_suffix
+from scripts.data.datalist import (
+    ANAT_CONTRASTS,
+    DEFAULT_CONTRASTS,
+    as_contrasts,
+    contrast_names,
+    find_images,
+    image_pattern,
+    name_suffix,
+    parse_entities,
+    strip_nifti_suffix,
+)
 from scripts.data.transforms import as_volume_index
 from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
+from scripts.model.model_file import trained_for
 from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
 
-IMAGE_SUFFIX = "_T2w"
 MASK_SUFFIX = "_desc-pvs_mask.nii.gz"
 PROBSEG_SUFFIX = "_desc-pvs_probseg.nii.gz"
 DONE_KEY = "recorded_row"  # the PVS burden row of an input whose outputs are complete (skip_existing)
-# BIDS anatomical suffixes (BIDS 1.9, anat) and the derivative ones a folder of outputs may hold.
-BIDS_SUFFIXES = frozenset(
-    (  # noqa: SIM905 - a word list reads best as words
-        "T1w T2w PDw T2starw FLAIR inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map R2map R2starmap PDmap "
-        "MTRmap MTsat UNIT1 T1rho MWFmap MTVmap Chimap S0map M0map defacemask MEGRE MESE VFA IRT1 MP2RAGE MPM MTS "
-        "MTR dwi bold sbref epi mask probseg dseg PVS"
-    ).split()
+# BIDS suffixes: the anatomical image contrasts, other anatomical and raw ones, and the derivative ones a folder of
+# outputs may hold.
+BIDS_SUFFIXES = frozenset(ANAT_CONTRASTS) | frozenset(
+    "defacemask dwi bold sbref epi mask probseg dseg PVS".split()  # noqa: SIM905 - a word list reads best as words
 )
 ENTITY_COLUMNS: tuple[tuple[str, str], ...] = (("subject", "sub"), ("session", "ses"), ("acq", "acq"), ("run", "run"))
+CONTRAST_COLUMN = "contrast"
 
 
-def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) -> list[tuple[Path, Path]]:
+def list_inputs(
+    dataset_dir: str | Path,
+    input_files: Sequence[str] | str = (),
+    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
+    allow_any_contrast: bool = False,
+    model_file: str | Path | None = None,
+) -> list[tuple[Path, Path]]:
     """List the images to segment, each with the folder (relative to ``output_dir``) its outputs go to.
 
     Args:
         dataset_dir: a BIDS dataset or a folder of NIfTI files (ignored when ``input_files`` is given).
         input_files: an explicit list of files (a single path is accepted too).
+        contrasts: the contrasts (BIDS suffixes) the model accepts, the images a BIDS dataset is searched for.
+        allow_any_contrast: whether a BIDS dataset gives every anatomical image, whatever its contrast.
+        model_file: the model, named when a BIDS dataset holds images of other contrasts only.
 
     Returns:
         (image, output sub-folder) pairs, in a stable order.
 
     Raises:
         FileNotFoundError: when a listed file or the folder does not exist, or the folder holds no image.
+        ValueError: when a BIDS dataset holds anatomical images of other contrasts only (and ``allow_any_contrast``
+            is false), naming one of them and the fix.
     """
     files = [input_files] if isinstance(input_files, str) else list(input_files or ())
     if files:
@@ -92,7 +116,25 @@ def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) 
             f"input_dir {root} does not exist: pass --input_dir with a BIDS dataset or a folder of .nii/.nii.gz "
             "files, or --input_files \"['a.nii.gz','b.nii.gz']\"."
         )
-    bids_images = find_images(root)
+    contrasts = as_contrasts(contrasts)
+    bids_images = find_images(root, ANAT_CONTRASTS if allow_any_contrast else contrasts)
+    others = [] if allow_any_contrast else sorted(set(find_images(root, ANAT_CONTRASTS)) - set(bids_images))
+    if others:
+        counts = Counter(name_suffix(f.name) for f in others)
+        found = ", ".join(f"{n} {suffix}" for suffix, n in counts.most_common())
+        if not bids_images:
+            raise ValueError(
+                f"input_dir {root} holds no {contrast_names(contrasts)} image ({image_pattern(contrasts)}), only "
+                f"images of other contrasts ({found}) such as {others[0]}: {trained_for(contrasts, model_file)}; "
+                "pass --allow_any_contrast true to segment them anyway."
+            )
+        logger.warning(
+            "Not segmenting %d image(s) of %s of other contrasts (%s): %s; --allow_any_contrast true segments them.",
+            len(others),
+            root,
+            found,
+            trained_for(contrasts, model_file),
+        )
     if bids_images:
         return [(image, image.parent.relative_to(root)) for image in bids_images]
     entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -102,14 +144,16 @@ def list_inputs(dataset_dir: str | Path, input_files: Sequence[str] | str = ()) 
         logger.warning("Ignoring %d file(s) of %s that are not NIfTI: %s", len(ignored), root, ", ".join(ignored))
     if not images:
         raise FileNotFoundError(
-            f"input_dir {root} holds no image: looked for T2w images sub-*/[ses-*/]anat/*_T2w.nii[.gz] (BIDS) "
-            "and for *.nii / *.nii.gz files directly in the folder."
+            f"input_dir {root} holds no image: looked for {contrast_names(contrasts)} images "
+            f"{image_pattern(contrasts)} (BIDS) and for *.nii / *.nii.gz files directly in the folder."
         )
     return [(image, Path()) for image in images]
 
 
 def output_stem(image: Path) -> str:
-    """Return the stem outputs are named after: the file name less ``.nii[.gz]`` and a trailing ``_T2w``.
+    """Return the stem outputs are named after: the file name less ``.nii[.gz]`` and its contrast (``_T2w``, ``_T1w``).
+
+    Only an anatomical image contrast (:data:`ANAT_CONTRASTS`) is taken off; another suffix (``_mask``) stays.
 
     Raises:
         ValueError: if the file is not NIfTI.
@@ -117,7 +161,8 @@ def output_stem(image: Path) -> str:
     stem = strip_nifti_suffix(image.name)
     if stem is None:
         raise ValueError(f"{image}: must be a NIfTI file (.nii or .nii.gz), not {image.name!r}.")
-    return stem.removesuffix(IMAGE_SUFFIX)
+    contrast = named_contrast(image)
+    return stem.removesuffix(f"_{contrast}") if contrast in ANAT_CONTRASTS else stem
 
 
 def check_image(path: Path, volume_index: int | None = None) -> str | None:
@@ -170,42 +215,67 @@ def named_contrast(path: Path) -> str | None:
     return suffix if is_bids or suffix in BIDS_SUFFIXES else None
 
 
-def check_contrast(path: Path) -> str | None:
-    """Return why an input is not a T2w image by its name, or None when it is T2w or its name does not say."""
+def check_contrast(
+    path: Path, contrasts: Sequence[str] = DEFAULT_CONTRASTS, model_file: str | Path | None = None
+) -> str | None:
+    """Return why an input is not of a contrast the model accepts by its name, or None when it is or does not say.
+
+    Args:
+        path: the input.
+        contrasts: the contrasts (BIDS suffixes) the model accepts.
+        model_file: the model, named in the message.
+    """
     contrast = named_contrast(path)
-    if contrast is None or contrast == IMAGE_SUFFIX.lstrip("_"):
+    if contrast is None or contrast in contrasts:
         return None
     return (
-        f"is a {contrast} image by its name, not T2w: the model was trained on T2-weighted scans only; pass "
-        "--allow_any_contrast true to segment it anyway."
+        f"is a {contrast} image by its name, but {trained_for(contrasts, model_file)}: pass --allow_any_contrast "
+        "true to segment it anyway."
     )
 
 
 def entity_columns(image: Path) -> dict[str, str]:
-    """Return the table columns that identify an input: its BIDS entities and file name.
+    """Return the table columns that identify an input: its BIDS entities, contrast and file name.
 
     ``subject`` is ``sub-<label>`` for a BIDS name and the output stem for any other; ``session``, ``acq`` and
-    ``run`` are ``ses-<label>`` … or empty.
+    ``run`` are ``ses-<label>`` … or empty; ``contrast`` is the suffix the name states (``T2w``, ``T1w``,
+    ``FLAIR`` …; :func:`named_contrast`), or empty when it states none.
     """
     try:
         entities, _ = parse_entities(image)
     except ValueError:
         entities = {"sub": None}
     row = {column: f"{key}-{entities[key]}" if entities.get(key) else "" for column, key in ENTITY_COLUMNS}
-    return {**row, "subject": row["subject"] or output_stem(image), "image": image.name}
+    row = {**row, "subject": row["subject"] or output_stem(image)}
+    return {**row, CONTRAST_COLUMN: named_contrast(image) or "", "image": image.name}
 
 
-def check_inputs(images: Sequence[Path], volume_index: int | None = None, allow_any_contrast: bool = False) -> None:
+def check_inputs(
+    images: Sequence[Path],
+    volume_index: int | None = None,
+    allow_any_contrast: bool = False,
+    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
+    model_file: str | Path | None = None,
+) -> None:
     """Check every input before any inference and report all the problems at once.
 
     Under torchrun each rank checks its share of the inputs, and every rank raises the same error.
+
+    Args:
+        images: the inputs.
+        volume_index: the volume to segment in 4D images (None: every image must be 3D).
+        allow_any_contrast: whether inputs whose names state another contrast than ``contrasts`` are segmented.
+        contrasts: the contrasts (BIDS suffixes) the model accepts.
+        model_file: the model, named when an input's contrast is refused.
 
     Raises:
         ValueError: listing each bad file with its problem.
     """
     checked = input_shard(images)
     mine = [
-        (None if allow_any_contrast else check_contrast(image)) or check_image(image, volume_index) for image in checked
+        (None if allow_any_contrast else check_contrast(image, contrasts, model_file))
+        or check_image(image, volume_index)
+        for image in checked
     ]
     problems = gather_in_order(mine, len(images))
     bad = [f"  {image}: {problem}" for image, problem in zip(images, problems, strict=True) if problem is not None]
@@ -240,6 +310,8 @@ def inference_datalist(
     skip_existing: bool | str = False,
     provenance: Provenance | None = None,
     allow_any_contrast: bool | str = False,
+    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
+    model_file: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """List, check and name the inputs of an inference run, before any of them is loaded for inference.
 
@@ -254,7 +326,10 @@ def inference_datalist(
         skip_existing: whether to keep the inputs whose outputs are complete and valid (see ``provenance``) and
             segment only the others, replacing whatever partial outputs they have.
         provenance: what checks an input's outputs and reads its recorded row (needed by ``skip_existing``).
-        allow_any_contrast: whether to segment inputs whose names give a contrast other than T2w.
+        allow_any_contrast: whether to segment inputs whose names give a contrast not in ``contrasts`` (a BIDS
+            dataset then gives every anatomical image).
+        contrasts: the contrasts (BIDS suffixes) the model accepts (``@resolved_contrasts``).
+        model_file: the model, named when an input's contrast is refused.
 
     Returns:
         One dict per input: ``image`` (the path), ``case`` (the output stem), ``mask`` and ``probseg`` (their
@@ -263,7 +338,8 @@ def inference_datalist(
 
     Raises:
         FileNotFoundError: when the inputs cannot be found.
-        ValueError: listing every input that cannot be segmented, or when two inputs share an output name.
+        ValueError: listing every input that cannot be segmented, or when two inputs share an output name, or a
+            BIDS dataset holds images of other contrasts only.
         FileExistsError: when outputs exist and neither ``overwrite`` nor ``skip_existing`` is true.
     """
     index = as_volume_index(volume_index)
@@ -271,15 +347,17 @@ def inference_datalist(
     with_probabilities = as_bool(save_probabilities, "save_probabilities")
     if skip and provenance is None:
         raise ValueError("skip_existing needs the run's provenance (the inference config's @provenance), not None.")
-    inputs = list_inputs(dataset_dir, input_files)
     any_contrast = as_bool(allow_any_contrast, "allow_any_contrast")
-    check_inputs([image for image, _ in inputs], index, any_contrast)
+    contrasts = as_contrasts(contrasts)
+    inputs = list_inputs(dataset_dir, input_files, contrasts, any_contrast, model_file)
+    check_inputs([image for image, _ in inputs], index, any_contrast, contrasts, model_file)
     unstated = [image.name for image, _ in inputs if named_contrast(image) is None]
     if unstated and not any_contrast:
         logger.warning(
-            "%d input name(s) do not state a contrast (%s): segmenting them as T2w images.",
+            "%d input name(s) do not state a contrast (%s): segmenting them as %s images.",
             len(unstated),
             ", ".join(unstated[:5]) + (" ..." if len(unstated) > 5 else ""),
+            contrast_names(contrasts),
         )
     out = Path(output_dir).expanduser()
     items = []
@@ -299,7 +377,7 @@ def inference_datalist(
         if item["mask"] in seen:
             raise ValueError(
                 f"inputs {seen[item['mask']]} and {item['image']} must have different names, not both give "
-                f"{item['mask']}: rename one, or segment them into different --output_dir."
+                f"{item['mask']}: {_rename_fix(Path(seen[item['mask']]), Path(item['image']))}."
             )
         seen[item["mask"]] = item["image"]
     if skip:
@@ -309,7 +387,7 @@ def inference_datalist(
         ]
         for item, row in zip(items, gather_in_order(mine, len(items)), strict=True):
             if row is not None:
-                item[DONE_KEY] = row
+                item[DONE_KEY] = {**row, **item["row"]}  # identity columns as this version names them
         done = sum(DONE_KEY in item for item in items)
         logger.info("Skipping %d of %d image(s) whose outputs are complete (--skip_existing).", done, len(items))
     else:
@@ -325,6 +403,18 @@ def inference_datalist(
     )
     logger.info("Segmenting %d image(s) from %s into %s.", len(pending(items)), source, out)
     return items
+
+
+def _rename_fix(first: Path, second: Path) -> str:
+    """How to segment two inputs that give one output name: two contrasts of one scan, or two files named alike."""
+    contrasts = (named_contrast(first), named_contrast(second))
+    if None in contrasts or contrasts[0] == contrasts[1]:
+        return "rename one, or segment them into different --output_dir"
+    return (
+        f"they are {contrasts[0]} and {contrasts[1]} images of one case: segment one contrast a run "
+        f"(--contrasts {contrasts[0]}, then --contrasts {contrasts[1]}, without --allow_any_contrast), each into "
+        "its own --output_dir"
+    )
 
 
 def pending(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

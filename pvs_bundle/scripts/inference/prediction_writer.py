@@ -25,7 +25,7 @@ from monai.utils import ImageMetaKey, convert_to_numpy
 from scripts.distributed import gather_in_order, is_main_process
 from scripts.evaluation.case_metrics import write_case_table
 from scripts.inference.derivatives import Provenance
-from scripts.inference.inference_inputs import DONE_KEY, ENTITY_COLUMNS, pending
+from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
 from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
 from scripts.io import atomic_write
 from scripts.measurement.measure import PVSMeasurement
@@ -34,7 +34,8 @@ from scripts.training.checkpoint import as_bool
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
 
-ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), "image")
+# subject, session, acq, run (BIDS entities), contrast (the suffix the input's name states), image (its file name)
+ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), CONTRAST_COLUMN, "image")
 
 
 def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:

@@ -8,20 +8,30 @@ the config they build against it before any weight is loaded, and stop with one 
 the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as before, unchecked.
 The settings file may also store the probability threshold chosen on the validation split (top-level
 ``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`), and the test-time augmentation of the
-recipe that trained the model (top-level ``"tta"``), which ``tta "auto"`` uses (:func:`resolve_tta`).
+recipe that trained the model (top-level ``"tta"``), which ``tta "auto"`` uses (:func:`resolve_tta`), the image
+contrasts it was trained for (top-level ``"contrasts"``, BIDS suffixes such as ``["T2w", "T1w", "FLAIR"]``), which
+``contrasts "auto"`` uses (:func:`resolve_contrasts`), and the SHA-256 of ``model.pt`` (top-level ``"sha256"``),
+which :func:`check_model_file` compares before any weight is loaded.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from scripts.data.datalist import DEFAULT_CONTRASTS, as_contrasts, contrast_names
 from scripts.errors import BundleError
 from scripts.inference.tta import TTA_MODES
-from scripts.io import atomic_write
+from scripts.io import atomic_write, sha256_file
 
 logger = logging.getLogger("pvs_bundle.model_file")
 
@@ -205,3 +215,97 @@ def resolve_tta(value: str, model_file: str | Path) -> str:
         raise BundleError(f"{path} must store a tta among {list(TTA_MODES)}, not {stored!r}: pass --tta {modes}")
     logger.info("Test-time augmentation %s (tta auto: the training recipe's, stored in %s).", stored, path)
     return stored
+
+
+def resolve_contrasts(value: str | Sequence[str], model_file: str | Path) -> list[str]:
+    """The image contrasts a run accepts: ``value`` itself, or for ``"auto"`` those the model was trained for.
+
+    ``"auto"`` takes the top-level ``"contrasts"`` of ``model.json`` beside ``model_file`` (BIDS suffixes, such as
+    ``["T2w", "T1w", "FLAIR"]`` for a model trained on domain-randomised images), else ``["T2w"]`` (a model file
+    without settings, or settings saved before 0.7). Logs once which contrasts are used and where they came from.
+
+    Args:
+        value: ``"auto"``, or BIDS anatomical suffixes: a list, one suffix, or either as the command line gives it
+            (``"['T1w','FLAIR']"``, ``"T1w,FLAIR"``).
+        model_file: the model file whose ``model.json`` may store ``contrasts``.
+
+    Returns:
+        The contrasts, in the order given (stored).
+
+    Raises:
+        ValueError: if ``value`` is neither ``"auto"`` nor BIDS anatomical suffixes.
+        BundleError: if ``model.json`` stores contrasts that are not BIDS anatomical suffixes, or cannot be read.
+    """
+    if value != "auto":
+        contrasts = list(as_contrasts(value, "contrasts (or 'auto')"))
+        logger.info("Image contrasts %s (set by contrasts).", ", ".join(contrasts))
+        return contrasts
+    path = settings_file(model_file)
+    stored = (read_settings(model_file) or {}).get("contrasts")
+    if stored is None:
+        logger.info("Image contrasts %s (contrasts auto: %s stores none).", ", ".join(DEFAULT_CONTRASTS), path)
+        return list(DEFAULT_CONTRASTS)
+    try:
+        contrasts = list(as_contrasts(stored if isinstance(stored, list) else [], f"the contrasts stored in {path}"))
+    except ValueError as err:
+        raise BundleError(f"{err} Fix that file, or pass --contrasts \"['T2w']\" with the model's.") from err
+    logger.info("Image contrasts %s (contrasts auto: the model's, stored in %s).", ", ".join(contrasts), path)
+    return contrasts
+
+
+def trained_for(contrasts: Sequence[str], model_file: str | Path | None = None) -> str:
+    """Say what a model was trained for, for messages: ``the model (models/model.json) was trained for T2w only``."""
+    where = f" ({settings_file(model_file)})" if model_file is not None else ""
+    return f"the model{where} was trained for {contrast_names(contrasts, 'and')} only"
+
+
+_FETCH_AGAIN = "fetch it again (git checkout -- {path}, or the URL in large_files.yml) or retrain"
+
+
+def check_model_file(model_file: str | os.PathLike[str]) -> Path:
+    """Check that the model file exists and is intact before any input is read or weight loaded.
+
+    When ``model.json`` beside it records the file's SHA-256 (top-level ``"sha256"``), the file must have that
+    digest: then it is byte for byte the file that was recorded, and is not read further. Otherwise it must load
+    as a state dict (``torch.load(..., weights_only=True)`` on the CPU; read once more by the workflow's loader).
+
+    Args:
+        model_file: path of the network's state dict (``models/model.pt``).
+
+    Returns:
+        The path.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        BundleError: when its SHA-256 differs from the recorded one, or it cannot be read as a state dict (truncated,
+            damaged, or not a model), naming the file and the fix.
+    """
+    path = Path(model_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {path} does not exist: run training first (it saves the best model there), or pass "
+            "--model_file /path/to/model.pt (or --ckpt_dir with the folder that holds model.pt)."
+        )
+    fetch = _FETCH_AGAIN.format(path=path)
+    recorded = (read_settings(path) or {}).get("sha256")
+    if recorded is not None:
+        actual = sha256_file(path)
+        if not isinstance(recorded, str) or actual != recorded.lower():
+            raise BundleError(
+                f"{path} does not match the SHA-256 recorded in {settings_file(path)}: it is {actual}, not "
+                f"{recorded!r}; the file is damaged or another model: {fetch}."
+            )
+        return path
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        reason = " ".join(re.split(r"(?<=\.)\s", str(err).strip(), maxsplit=1)[0].split())  # torch's first sentence
+        raise BundleError(
+            f"{path} cannot be read as a PyTorch state dict ({type(err).__name__}: {reason}): it is damaged or not "
+            f"a model; {fetch}."
+        ) from err
+    if not isinstance(state, Mapping):
+        raise BundleError(
+            f"{path} must hold a PyTorch state dict (a mapping of tensors), not a {type(state).__name__}: {fetch}."
+        )
+    return path
