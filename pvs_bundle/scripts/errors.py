@@ -1,9 +1,9 @@
 """How a failed workflow ends, and the console noise the bundle filters.
 
 MONAI wraps whatever a config component raises (``RuntimeError: Failed to instantiate component …``, ``Failed to
-evaluate ConfigExpression …``), so the bundle's own message would sit inside a long chained traceback. Importing
-``scripts`` (which every workflow of this bundle does, through a ``_target_`` or a ``$scripts…`` expression)
-installs :func:`excepthook`: an uncaught exception ends the run with its innermost :class:`BundleError` (else the
+evaluate ConfigExpression …``), so the bundle's own message would sit inside a long chained traceback. Each
+workflow's first step, :func:`configure`, (and each command-line module, when it starts) installs
+:func:`excepthook`: an uncaught exception ends the run with its innermost :class:`BundleError` (else the
 innermost exception of the chain: the one that says what went wrong) as one line on stderr,
 ``pvs_bundle: error: <message>``, and a non-zero exit code; the full traceback goes to a log file, named on the
 line before, and to stderr only with ``--debug true`` on the command line. :func:`configure`, the first step of
@@ -95,7 +95,7 @@ def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackTyp
 
 
 def install() -> None:
-    """Install :func:`excepthook` and :func:`quiet` (done once, when ``scripts`` is imported)."""
+    """Install :func:`excepthook` and :func:`quiet` (by :func:`configure` and the command-line modules)."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = excepthook
     quiet()
@@ -117,6 +117,7 @@ def configure(output_dir: str | Path, log_best_metric: bool = True, plan: Mappin
         log_best_metric: whether MONAI's "Got new best metric" lines are shown (not while evaluating a model).
         plan: what the workflow reads and writes (e.g. ``{"data": …, "model": …, "outputs": …}``), logged first.
     """
+    install()
     _settings["log_dir"] = Path(output_dir).expanduser()
     if plan:
         logger.info("%s: %s.", workflow_name(), "; ".join(f"{k} {v}" for k, v in plan.items()))

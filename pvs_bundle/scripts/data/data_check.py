@@ -812,4 +812,7 @@ def main(
 if __name__ == "__main__":
     import fire
 
+    from scripts.errors import install
+
+    install()
     fire.Fire(main)

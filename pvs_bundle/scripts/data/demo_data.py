@@ -959,5 +959,8 @@ def _prepare_root(root: Path, overwrite: bool) -> None:
 if __name__ == "__main__":
     import fire
 
+    from scripts.errors import install
+
+    install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     fire.Fire(main)

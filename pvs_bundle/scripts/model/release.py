@@ -117,4 +117,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from scripts.errors import install
+
+    install()
     main()
