@@ -113,3 +113,14 @@ def test_warm_start_names_a_missing_file(tmp_path):
     proc = train(tmp_path, "--max_epochs", "1", "--pretrained_weights", str(tmp_path / "nowhere.pt"))
     assert proc.returncode != 0
     assert "pretrained_weights" in proc.stderr.strip().splitlines()[-1] and "does not exist" in proc.stderr
+
+
+def test_synthetic_and_labelled_cases_train_together(tmp_path, bids_dataset):
+    proc = train(tmp_path, "--max_epochs", "1", "--dataset_dir", str(bids_dataset), "--synth#fraction", "0.5")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Training on 3 labelled case(s) and 3 synthetic label map(s)." in proc.stdout + proc.stderr
+    saved = json.loads((tmp_path / "models/model.json").read_text())
+    assert saved["training_data"] == "synthetic and labelled" and saved["generator"]["fraction"] == 0.5
+    history = json.loads((tmp_path / "eval/training_history.json").read_text())
+    assert "val_dice" in history["epochs"][-1]  # validated on the dataset's own validation split
+    assert not (tmp_path / "eval/synthetic_validation").exists()

@@ -9,9 +9,9 @@ random rotation (up to 15 degrees), anisotropic scaling (0.85-1.15) and a smooth
 RMS). Its classes (:data:`CLASSES`) are air, CSF, cortical grey matter, white matter, deep grey matter (the grey
 matter of the basal ganglia and thalamus), skull, scalp and white-matter lesions (blobs standing in for
 hyperintensities and lacunes, the PVS look-alikes). Perivascular spaces are curved tubes (quadratic Bezier
-centrelines, tapering) with lengths 2-20 mm (log-uniform) and diameters 0.5-3 mm (log-normal, median 1.1 mm): in the
+centrelines, tapering) with lengths 2-20 mm (log-uniform) and diameters 0.5-3 mm (log-normal, median 1.5 mm): in the
 white matter they run radially from the brain's centre (centrum semiovale), in the deep grey matter roughly
-vertically (basal ganglia), none touching another; from 0 to about 150 per field of view. Their partial volume
+vertically (basal ganglia), none touching another; from 0 to about 300 per field of view. Their partial volume
 (fraction of each voxel inside a tube, one-voxel linear ramp) is kept as uint8 (0-255), so the label can follow the
 partial volume on whatever grid an image is later acquired at (:mod:`scripts.data.synth.render`).
 """
@@ -38,8 +38,8 @@ CLASSES: dict[str, int] = {
     "lesion": 7,
 }
 N_CLASSES = len(CLASSES)
-GENERATOR_VERSION = 1
-"""Bump when a seed's label map changes."""
+GENERATOR_VERSION = 2
+"""Bump when a seed's label map changes (2: wider PVS, more of them)."""
 BRAIN_CENTRE_MNI = np.array([0.0, -18.0, 8.0])
 _FOV_CENTRE_BOX_MNI = ((-35.0, 35.0), (-60.0, 35.0), (-15.0, 45.0))
 """Where the centre of a field of view is drawn (MNI mm): mostly the cerebrum, sometimes reaching its surface."""
@@ -237,7 +237,7 @@ def draw_pvs(
             direction = _tilt(rng, axis, 20.0)
         else:
             direction = _tilt(rng, vertical, 15.0)
-        diameter = float(np.clip(rng.lognormal(np.log(1.1), 0.45), *_DIAMETER_MM))
+        diameter = float(np.clip(rng.lognormal(np.log(1.5), 0.4), *_DIAMETER_MM))
         length = max(float(np.exp(rng.uniform(*np.log(_LENGTH_MM)))), diameter + 0.5)
         half = (length - diameter) / 2 / VOXEL_MM
         bend = _unit(np.cross(direction, rng.normal(size=3))) * rng.uniform(0.0, 0.3) * length / VOXEL_MM
@@ -291,6 +291,6 @@ def label_map(seed: int, shape: Sequence[int] = (96, 112, 96), max_pvs: int = 15
         np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, seed]).spawn(2)
     )
     labels, frame = tissue_classes(anatomy_rng, dims)
-    n_pvs = 0 if pvs_rng.random() < 0.1 else int(np.exp(pvs_rng.uniform(np.log(3), np.log(max_pvs))))
+    n_pvs = 0 if pvs_rng.random() < 0.1 else int(np.exp(pvs_rng.uniform(np.log(min(10, max_pvs)), np.log(max_pvs))))
     pv, centres = draw_pvs(pvs_rng, labels, frame, n_pvs)
     return LabelMap(labels, np.rint(pv * 255).astype(np.uint8), centres, int(seed))
