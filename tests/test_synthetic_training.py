@@ -20,7 +20,7 @@ TINY_SYNTH = [
     "--synth#shape",
     "[48,48,48]",
     "--max_cpu_minutes",
-    "null",
+    "1000",
     "--val_interval",
     "1",
     *TINY_TRAINING,
