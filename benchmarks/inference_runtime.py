@@ -5,7 +5,7 @@ Paths: fp32 eager on every window (the reference), then with windows without hea
 native bfloat16, to measure it), TorchScript (``ckpt_export --use_trace``), ONNX Runtime (``onnx_export``; graph
 optimisation ``all`` and ``basic``) and OpenVINO (reading the same ONNX file; ``auto`` precision, bf16 on a CPU with
 native bfloat16, as ``configs/inference_openvino.json`` runs it, and fp32). The network, preprocessing and
-sliding-window inferer (window = patch_size, overlap 0.5, gaussian blending) are ``configs/inference.json``'s.
+sliding-window inferer (window = ``--patch_size``, ``--overlap``, gaussian blending) are ``configs/inference.json``'s.
 
 The volume is a demo subject (``scripts/data/demo_data.py``, a head with skull and scalp) at ``--shape``,
 optionally padded with ``--pad`` voxels of zeros on every side like a real scan's field of view, then preprocessed
@@ -20,6 +20,8 @@ Run from the repository root::
     python benchmarks/inference_runtime.py --encoder efficientnet-b0 --norm group \
         --model_file pvs_bundle/models/demo/model.pt                              # full size, 208 x 300 x 320
     python benchmarks/inference_runtime.py --encoder efficientnet-b7 --paths "eager fp32" "eager fp32 skip"
+    python benchmarks/inference_runtime.py --norm group --decoder_channels 128 64 32 16 8 \
+        --model_file pvs_bundle/models/pretrained/model.pt --patch_size 64 64 64 --overlap 0.25   # the shipped model
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=3, default=[208, 300, 320], help="demo volume, 0.8 mm voxels")
     parser.add_argument("--pad", type=int, default=0, help="zero voxels added on every side (a larger FOV)")
     parser.add_argument("--patch_size", type=int, nargs=3, default=[96, 96, 96], help="sliding window")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     parser.add_argument("--sw_batch_size", type=int, default=4)
+    parser.add_argument(
+        "--decoder_channels", type=int, nargs=5, help="the UNet++ decoder's widths (default: inference.json's)"
+    )
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS), help="paths to time")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per path (the median is reported)")
     parser.add_argument("--threads", type=int, default=available_cores(), help="CPU threads for every path")
@@ -99,8 +105,9 @@ def overrides(args: argparse.Namespace) -> dict:
         "encoder_weights": None,
         "norm": args.norm,
         "patch_size": list(args.patch_size),
+        "sw_overlap": args.overlap,
         "sw_batch_size": args.sw_batch_size,
-    }
+    } | ({"decoder_channels": list(args.decoder_channels)} if args.decoder_channels else {})
 
 
 def bundle_parser(args: argparse.Namespace) -> ConfigParser:
@@ -236,8 +243,8 @@ def main() -> None:
     print(
         f"\nUNet++ {args.encoder} ({args.norm} norm, {'weights ' + args.model_file if args.model_file else 'random'}"
         f"), demo volume {args.shape} padded by {args.pad} -> {list(grid)} after preprocessing (0.8 mm, head crop); "
-        f"window {args.patch_size}, overlap 0.5, sw_batch_size {args.sw_batch_size}; {args.threads} threads on "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, "
+        f"window {args.patch_size}, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}; "
+        f"{args.threads} threads on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, "
         f"{torch.backends.cpu.get_cpu_capability()}); median of {args.repeats}; each path in its own process. "
         f"Exports: {', '.join(f'{k} {v:.0f} s' for k, v in export_seconds.items()) or 'none'}."
     )

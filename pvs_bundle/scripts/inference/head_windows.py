@@ -6,6 +6,11 @@ around the head, which would otherwise put "head" in nearly every window of a re
 gets a constant background logit instead of the network's output. Every window that covers a head voxel still
 runs, so inside the head the blended output is the plain ``SlidingWindowInferer``'s (up to floating-point rounding,
 as windows are batched differently); outside it, where skipped windows overlap, the blend leans to background.
+
+With ``clear_outside_head`` (the default), the output outside the head, its holes filled (:func:`filled_head`),
+is set to the background logit afterwards: a window that holds a little head also holds air, where a network sees
+noise it never trained on (64³ windows of the shipped model found 116 "PVS" in the air around one demo head, against
+10 with 32³ windows). Nothing inside the head changes, so no PVS can be lost by it.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
+from scipy import ndimage
 from torch.nn import functional
 
 logger = logging.getLogger("pvs_bundle.head_windows")
@@ -42,6 +49,25 @@ def head_mask(image: torch.Tensor, threshold: float, opening: int = 1) -> torch.
     return mask
 
 
+def filled_head(head: torch.Tensor) -> torch.Tensor:
+    """The head mask with its holes filled, in 3D and slice by slice along each axis; float 0/1, the input's shape.
+
+    A head the field of view cuts leaves cavities open at the cut, which only the slices across it close.
+
+    Args:
+        head: a batch (N, 1, X, Y, Z) of head masks (:func:`head_mask`).
+    """
+    out = np.zeros(head.shape, dtype=bool)
+    for n, volume in enumerate(head[:, 0].cpu().numpy() > 0):
+        filled = ndimage.binary_fill_holes(volume)
+        for axis in range(3):
+            for k in range(volume.shape[axis]):
+                index = (slice(None),) * axis + (k,)
+                filled[index] |= ndimage.binary_fill_holes(volume[index])
+        out[n, 0] = filled
+    return torch.from_numpy(out).to(head.device, torch.float32)
+
+
 class HeadSlidingWindowInferer(SlidingWindowInferer):
     """``SlidingWindowInferer`` that skips windows with no head voxel (see :func:`head_mask`).
 
@@ -51,6 +77,8 @@ class HeadSlidingWindowInferer(SlidingWindowInferer):
             plain ``SlidingWindowInferer``, to compare).
         head_opening: radius in voxels of the opening that removes specks of noise from the head mask.
         background_logit: the logit written for every voxel of a skipped window (-20: probability 2e-9).
+        clear_outside_head: write the background logit outside the filled head (see :func:`filled_head`) after
+            the windows are blended.
         out_channels: channels of the network's output (1 for the PVS logit), for batches with no window run.
         kwargs: the arguments of ``SlidingWindowInferer`` (roi_size, sw_batch_size, overlap, mode …).
 
@@ -64,9 +92,11 @@ class HeadSlidingWindowInferer(SlidingWindowInferer):
         head_opening: int = 1,
         background_logit: float = -20.0,
         out_channels: int = 1,
+        clear_outside_head: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.clear_outside_head = bool(clear_outside_head)
         self.foreground_threshold = float(foreground_threshold)
         self.skip_background = skip_background
         self.head_opening = int(head_opening)
@@ -94,12 +124,16 @@ class HeadSlidingWindowInferer(SlidingWindowInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Sliding-window inference of ``inputs`` that skips the windows without head."""
         self.windows_run = self.windows_skipped = 0
-        if self.skip_background:
-            head = head_mask(torch.as_tensor(inputs), self.foreground_threshold, self.head_opening)
-        else:
-            head = torch.ones_like(torch.as_tensor(inputs)[:, :1])
+        found = None
+        if self.skip_background or self.clear_outside_head:
+            found = head_mask(torch.as_tensor(inputs), self.foreground_threshold, self.head_opening)
+        head = found if self.skip_background else torch.ones_like(torch.as_tensor(inputs)[:, :1])
         # MONAI slices ``condition`` with each window and passes it to the predictor beside the window.
         head = head.expand(-1, inputs.shape[1], *([-1] * (inputs.ndim - 2)))
         out = super().__call__(inputs, self._skipping(network), *args, condition=head, **kwargs)
         logger.info("Sliding windows: ran %d, skipped %d without head", self.windows_run, self.windows_skipped)
+        if self.clear_outside_head and found is not None:
+            outside = filled_head(found).to(out.device) == 0
+            out = out.masked_fill(outside.expand_as(out), self.background_logit)
+            logger.info("Outside the head: %d voxels set to background", int(outside.sum()))
         return out

@@ -21,11 +21,12 @@ NORMS: tuple[str, ...] = ("batch", "group")
 MAX_GROUPS = 16
 
 
-def check_patch_size(patch_size: Sequence[int]) -> list[int]:
+def check_patch_size(patch_size: Sequence[int], name: str = "patch_size") -> list[int]:
     """Check that a patch (window) size suits the network: three positive multiples of 32.
 
     Args:
-        patch_size: spatial size of training patches and sliding windows.
+        patch_size: spatial size of training patches or sliding windows.
+        name: the config key it came from, for the message.
 
     Returns:
         The patch size as a list of three ints.
@@ -36,8 +37,8 @@ def check_patch_size(patch_size: Sequence[int]) -> list[int]:
     size = list(patch_size)
     if len(size) != 3 or any(not isinstance(s, int) or s <= 0 or s % SIZE_DIVISOR for s in size):
         raise ValueError(
-            f"patch_size must be three positive multiples of {SIZE_DIVISOR} (UNet++ downsamples 5 times), "
-            f"not {size}; e.g. --patch_size '[96, 96, 96]'."
+            f"{name} must be three positive multiples of {SIZE_DIVISOR} (UNet++ downsamples 5 times), "
+            f"not {size}; e.g. --{name} '[96, 96, 96]'."
         )
     return size
 
