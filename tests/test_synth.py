@@ -82,6 +82,17 @@ def test_thick_voxels_lose_thin_pvs_in_the_label():
     assert fine.sum() > 0 and coarse.sum() < fine.sum() / 2
 
 
+@pytest.mark.parametrize("voxel_mm", [(1.5, 1.5, 1.5), (0.8, 0.8, 1.6)])
+def test_a_visible_pvs_is_labelled_at_its_own_width_not_in_acquired_blocks(voxel_mm):
+    labels, pv = tube_map(radius_mm=1.6)  # 3.2 mm wide: seen by 1.5 and 1.6 mm voxels whatever the phase
+    _, own = render_volume(labels, pv, plain_scan("T2w"), np.random.default_rng(0))
+    _, acquired = render_volume(labels, pv, plain_scan("T2w", voxel_mm), np.random.default_rng(0))
+    inside = (slice(None), slice(None), slice(8, -8))  # away from the tube's ends
+    assert acquired.sum() > 0
+    assert not (acquired > own).any()  # never wider than the PVS
+    assert acquired[inside].sum() >= 0.95 * own[inside].sum()  # and all of it where it is seen
+
+
 def test_patches_are_reproducible_and_centred_on_pvs():
     drawn = label_map(3, SMALL)
     data = {"labels": drawn.labels[None], "pv": drawn.pv[None], "centres": drawn.centres}

@@ -8,9 +8,13 @@ Every rendering draws a new scanner and contrast (:func:`draw_scan`):
   toward white matter's (PVS that are narrow or poorly filled);
 - an acquisition voxel size from 0.6 to 1.5 mm per axis, isotropic or (one in three) with one thick axis: the image is
   blurred by the voxel's point-spread function, sampled on that grid, given Rician noise there and interpolated back
-  to the 0.8 mm grid linearly, as the bundle's preprocessing does with a real scan; the label follows the PVS
-  fraction on the acquired grid (at least half a voxel) and is brought back by nearest neighbour. Voxels finer than
-  0.8 mm are rendered at 0.8 mm (the label maps' grid), unblurred;
+  to the 0.8 mm grid linearly, as the bundle's preprocessing does with a real scan. The label is the PVS's own
+  extent on the 0.8 mm grid (partial volume at least one half) where the acquired grid sees it: within one 0.8 mm
+  voxel of an acquired voxel at least half filled with PVS (:data:`LABEL_RULE`). So a PVS too thin for the
+  acquisition is not labelled, and one it sees is labelled at its true width, not as the acquired grid's blocks: the
+  evaluation scores a prediction in the label's own grid, where the blocks of a grid the network cannot see the phase
+  of only teach it to over-segment. Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid),
+  unblurred;
 - a smooth multiplicative bias field, a gamma curve, now and then a faint shifted replica (ghosting/motion), and one
   time in four a skull-stripped head (air, skull and scalp set to zero).
 
@@ -35,6 +39,9 @@ from scripts.data.synth.anatomy import CLASSES, N_CLASSES, VOXEL_MM
 FAMILIES: tuple[str, ...] = ("T2w", "T1w", "FLAIR", "random")
 FAMILY_WEIGHTS: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
 VOXEL_RANGE_MM = (0.6, 1.5)
+# how the label is made, recorded with a model: 1 (0.7.0) the acquired grid's half-filled voxels brought back by
+# nearest neighbour; 2 the PVS's extent on the 0.8 mm grid where the acquired grid sees it
+LABEL_RULE = 2
 _MARGIN = 6
 _HEAD_OFF = (CLASSES["air"], CLASSES["skull"], CLASSES["scalp"])
 # (low, high) of each class's mean per family, in the order of CLASSES: air, csf, cortex, wm, deep grey, skull,
@@ -240,9 +247,11 @@ def render_region(
         sigma * rng.standard_normal(acquired.shape, dtype=np.float32),
     )
     image = _back(acquired, factor, classes.shape, 1)
-    # the label: the PVS fraction averaged over each acquired voxel, at least one half
-    box_blur = np.where(factor > 1.0, factor / np.sqrt(12.0), 0.0)
-    label = _back((_acquire(fraction, factor, 1, box_blur) >= 0.5).astype(np.uint8), factor, classes.shape, 0)
+    label = fraction >= 0.5
+    if (factor > 1.0).any():  # kept where an acquired voxel (the PVS fraction averaged over it) is half PVS
+        box_blur = np.where(factor > 1.0, factor / np.sqrt(12.0), 0.0)
+        seen = _back((_acquire(fraction, factor, 1, box_blur) >= 0.5).astype(np.uint8), factor, classes.shape, 0)
+        label &= ndimage.binary_dilation(seen > 0, np.ones((3, 3, 3), dtype=bool))
     low, high = window
     image = np.clip((image - low) / (high - low), 0.0, 1.0) ** scan.gamma
     amplitude, shift, axis = scan.ghost
