@@ -41,12 +41,19 @@ from scripts.evaluation.agreement import cohort_agreement
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD, DETECTION_METRICS, detection_metrics
 from scripts.evaluation.masks import prediction_mask, reference_mask
 from scripts.evaluation.metrics import OVERLAP_METRICS, overlap_metrics
+from scripts.evaluation.stratified import pooled_by_size, stratified_detection, stratified_metric_names
 from scripts.io import atomic_write
 from scripts.reports.agreement_plot import save_agreement_figure
 
 SUBJECT_KEY = "subject"
 VOLUME_METRICS: tuple[str, ...] = ("pred_volume_mm3", "ref_volume_mm3", "volume_diff_mm3", "abs_volume_diff_mm3")
-CASE_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, *VOLUME_METRICS, "hd95_mm", *DETECTION_METRICS)
+CASE_METRICS: tuple[str, ...] = (
+    *OVERLAP_METRICS,
+    *VOLUME_METRICS,
+    "hd95_mm",
+    *DETECTION_METRICS,
+    *stratified_metric_names(),
+)
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "n", "n_nan")
 RESULT_FILES: tuple[str, ...] = ("per_case_csv", "per_case_json", "summary", "agreement_figure")
 RATIO_DECIMALS = 4
@@ -164,6 +171,7 @@ def case_metrics(
     row.update(volume_metrics(pred_mask, ref_mask, spacing))
     row["hd95_mm"] = hausdorff95_mm(pred_mask, ref_mask, spacing)
     row.update(detection_metrics(pred_mask, ref_mask, iou_threshold=iou_threshold, min_size=min_size))
+    row.update(stratified_detection(pred_mask, ref_mask, spacing, iou_threshold=iou_threshold, min_size=min_size))
     return row
 
 
@@ -337,8 +345,9 @@ def write_summary(
     path: str | os.PathLike[str],
     extra: dict[str, Any] | None = None,
     agreement: dict[str, Any] | None = None,
+    by_size: dict[str, Any] | None = None,
 ) -> None:
-    """Write a metric summary as JSON: the ``extra`` fields, ``"metrics": summary``, then ``"agreement"``.
+    """Write a metric summary as JSON: the ``extra`` fields, ``"metrics": summary``, ``"agreement"``, ``"by_size"``.
 
     Statistics are rounded like their metric (:func:`rounded_summary`, :func:`rounded_agreement`).
 
@@ -347,16 +356,24 @@ def write_summary(
         path: destination JSON file.
         extra: run information to record first (method, thresholds, number of cases...).
         agreement: the cohort agreement of :func:`scripts.evaluation.agreement.cohort_agreement`, if any.
+        by_size: detection pooled by PVS size (:func:`scripts.evaluation.stratified.pooled_by_size`), if any.
 
     Raises:
-        ValueError: if ``extra`` has a ``metrics`` or ``agreement`` key.
+        ValueError: if ``extra`` has a ``metrics``, ``agreement`` or ``by_size`` key.
     """
     extra = dict(extra or {})
-    if {"metrics", "agreement"} & set(extra):
-        raise ValueError(f"extra must not have a 'metrics' or 'agreement' key, not keys {list(extra)}.")
+    if {"metrics", "agreement", "by_size"} & set(extra):
+        raise ValueError(f"extra must not have a 'metrics', 'agreement' or 'by_size' key, not keys {list(extra)}.")
     payload = {**extra, "metrics": rounded_summary(summary)}
     if agreement is not None:
         payload["agreement"] = rounded_agreement(agreement)
+    if by_size is not None:
+        payload["by_size"] = {
+            name: {key: rounded(value, RATIO_DECIMALS) for key, value in stats.items()}
+            if isinstance(stats, dict)
+            else stats
+            for name, stats in by_size.items()
+        }
     _write_json(path, payload)
 
 
@@ -390,6 +407,12 @@ def write_results(
     output = Path(output_dir)
     write_case_table(rows, output / files["per_case_csv"], output / files["per_case_json"])
     summary = summarize(rows)
-    write_summary(summary, output / files["summary"], extra=extra, agreement=cohort_agreement(rows))
+    write_summary(
+        summary,
+        output / files["summary"],
+        extra=extra,
+        agreement=cohort_agreement(rows),
+        by_size=pooled_by_size(rows),
+    )
     save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title)
     return summary

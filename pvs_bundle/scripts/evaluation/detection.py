@@ -41,6 +41,7 @@ TP, FP and FN counts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -132,6 +133,47 @@ def assign_components(
     return assigned, intersection, pred_sizes, iou
 
 
+@dataclass(frozen=True)
+class Matching:
+    """The components of a prediction and a reference and VALDO's matching of them (rules 2 to 4).
+
+    Arrays indexed by predicted label - 1: ``assigned`` (reference label, 0: none), ``intersection``,
+    ``pred_sizes`` (voxels), ``iou`` and ``true_positive``.
+    """
+
+    pred_labels: np.ndarray
+    pred_count: int
+    ref_labels: np.ndarray
+    ref_count: int
+    assigned: np.ndarray
+    intersection: np.ndarray
+    pred_sizes: np.ndarray
+    iou: np.ndarray
+    true_positive: np.ndarray
+
+
+def match_components(
+    pred: np.ndarray, ref: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD, min_size: int = 0
+) -> Matching:
+    """Label both masks' components and match them by VALDO's rules (see the module docstring).
+
+    Args:
+        pred: 3D prediction; voxels >= 0.5 are foreground.
+        ref: 3D reference, same shape; non-zero after rounding to one decimal is foreground.
+        iou_threshold: IoU a true positive must exceed.
+        min_size: minimum component size in voxels, both masks.
+    """
+    pred_labels, pred_count = label_components(prediction_mask(pred), min_size)
+    ref_labels, ref_count = label_components(reference_mask(ref), min_size)
+    assigned, intersection, pred_sizes, iou = assign_components(pred_labels, pred_count, ref_labels, ref_count)
+    group_max = np.zeros(ref_count + 1)
+    np.maximum.at(group_max, assigned, iou)
+    true_positive = (assigned > 0) & (iou == group_max[assigned]) & (iou > iou_threshold)
+    return Matching(
+        pred_labels, pred_count, ref_labels, ref_count, assigned, intersection, pred_sizes, iou, true_positive
+    )
+
+
 def detection_metrics(
     pred: np.ndarray, ref: np.ndarray, iou_threshold: float = DEFAULT_IOU_THRESHOLD, min_size: int = 0
 ) -> dict[str, float | int]:
@@ -156,12 +198,8 @@ def detection_metrics(
         raise ValueError(f"pred and ref must have the same shape, not {pred.shape} and {ref.shape}.")
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1), not {iou_threshold}.")
-    pred_labels, pred_count = label_components(prediction_mask(pred), min_size)
-    ref_labels, ref_count = label_components(reference_mask(ref), min_size)
-    assigned, intersection, pred_sizes, iou = assign_components(pred_labels, pred_count, ref_labels, ref_count)
-    group_max = np.zeros(ref_count + 1)
-    np.maximum.at(group_max, assigned, iou)
-    true_positive = (assigned > 0) & (iou == group_max[assigned]) & (iou > iou_threshold)
+    m = match_components(pred, ref, iou_threshold, min_size)
+    pred_count, ref_count, assigned, true_positive = m.pred_count, m.ref_count, m.assigned, m.true_positive
     tp = int(true_positive.sum())
     fp = pred_count - tp
     fn = ref_count - np.unique(assigned[assigned > 0]).size
@@ -171,7 +209,7 @@ def detection_metrics(
         f1 = matched_dice = 0.0
     else:
         f1 = 2 * tp / (2 * tp + fp + fn)
-        matched_dice = _matched_dice(assigned, intersection, pred_sizes, ref_labels, ref_count, true_positive)
+        matched_dice = _matched_dice(assigned, m.intersection, m.pred_sizes, m.ref_labels, ref_count, true_positive)
     return {
         "det_tp": tp,
         "det_fp": fp,
