@@ -5,7 +5,7 @@ synthetic PVS (capsules of random direction, 0.8-2.4 mm wide, 2-16 mm long) with
 mask, and a parcellation in FreeSurferColorLUT numbers stored on a 1 mm grid of the same head (so it is really
 resampled). :class:`scripts.measurement.measure.PVSMeasurement` (the ``measurement`` of ``configs/inference.json``)
 measures the case and writes the census, the region table and the report, as inference does after each case.
-The figure is set beside the model card's CPU inference time of that volume (B0, eager, 2 cores: 321 s).
+The figure is set beside the CPU inference time of that volume in docs/performance.md (B0, eager, 2 cores: 321 s).
 
 Run from the repository root (under the CPU lock on a shared machine)::
 

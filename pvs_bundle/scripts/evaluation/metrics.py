@@ -2,7 +2,7 @@
 
 Foreground: prediction >= 0.5, reference non-zero after rounding to one decimal (:mod:`scripts.evaluation.masks`).
 
-Conventions for empty masks (documented in docs/README.md):
+Conventions for empty masks (documented in docs/outputs.md):
 
 - Dice, IoU: 1.0 when prediction and reference are both empty, else 0.0 if either is empty.
 - Precision: 1.0 when the prediction is empty (no false positives), whatever the reference.

@@ -3,8 +3,8 @@
 OpenVINO reads the ``.onnx`` file that ``onnx_export`` writes (see :mod:`scripts.model.onnx_network` for the
 command), compiles it for this CPU (its own convolution kernels and graph fusions) and runs it at the bundle's
 ``precision``: ``auto`` and ``bf16`` compute in bfloat16 where the CPU has AMX or AVX512-BF16 (as the eager path's
-autocast), fp32 elsewhere and with ``fp32``. Use it with ``configs/inference_openvino.json``; the model card's
-performance section says where it pays.
+autocast), fp32 elsewhere and with ``fp32``. Use it with ``configs/inference_openvino.json``; ``docs/performance.md``
+says where it pays.
 """
 
 from __future__ import annotations
