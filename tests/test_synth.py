@@ -83,14 +83,18 @@ def test_thick_voxels_lose_thin_pvs_in_the_label():
 
 
 @pytest.mark.parametrize("voxel_mm", [(1.5, 1.5, 1.5), (0.8, 0.8, 1.6)])
-def test_a_visible_pvs_is_labelled_at_its_own_width_not_in_acquired_blocks(voxel_mm):
+def test_label_rules_blocks_of_the_acquired_grid_or_the_pvs_own_width(voxel_mm):
     labels, pv = tube_map(radius_mm=1.6)  # 3.2 mm wide: seen by 1.5 and 1.6 mm voxels whatever the phase
     _, own = render_volume(labels, pv, plain_scan("T2w"), np.random.default_rng(0))
-    _, acquired = render_volume(labels, pv, plain_scan("T2w", voxel_mm), np.random.default_rng(0))
+    _, blocks = render_volume(labels, pv, plain_scan("T2w", voxel_mm), np.random.default_rng(0), label_rule=1)
+    _, width = render_volume(labels, pv, plain_scan("T2w", voxel_mm), np.random.default_rng(0), label_rule=2)
     inside = (slice(None), slice(None), slice(8, -8))  # away from the tube's ends
-    assert acquired.sum() > 0
-    assert not (acquired > own).any()  # never wider than the PVS
-    assert acquired[inside].sum() >= 0.95 * own[inside].sum()  # and all of it where it is seen
+    # rule 1: the acquired grid's blocks reach past the PVS across it (a tube along the thick axis keeps its width)
+    assert (blocks > own).any() == (voxel_mm[0] > 0.8)
+    assert width.sum() > 0 and not (width > own).any()  # rule 2: never wider than the PVS
+    assert width[inside].sum() >= 0.95 * own[inside].sum()  # and all of it where it is seen
+    with pytest.raises(ValueError, match="label_rule"):
+        render_volume(labels, pv, plain_scan("T2w", voxel_mm), np.random.default_rng(0), label_rule=3)
 
 
 def test_patches_are_reproducible_and_centred_on_pvs():

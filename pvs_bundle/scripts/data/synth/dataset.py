@@ -26,7 +26,7 @@ import numpy as np
 from monai.transforms import Compose, MapTransform, Randomizable
 
 from scripts.data.synth.anatomy import GENERATOR_VERSION, VOXEL_MM, label_map
-from scripts.data.synth.render import LABEL_RULE, draw_scan, render_volume
+from scripts.data.synth.render import draw_scan, render_volume
 from scripts.io import atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.synth")
@@ -144,7 +144,7 @@ def synthetic_datalist(
 
 def generator_info(**settings: Any) -> dict[str, Any]:
     """What a model.json records of the generator that trained it: module, version and the given settings."""
-    return {"module": "scripts.data.synth", "version": GENERATOR_VERSION, "label_rule": LABEL_RULE, **settings}
+    return {"module": "scripts.data.synth", "version": GENERATOR_VERSION, **settings}
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:

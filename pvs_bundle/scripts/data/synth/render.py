@@ -8,13 +8,12 @@ Every rendering draws a new scanner and contrast (:func:`draw_scan`):
   toward white matter's (PVS that are narrow or poorly filled);
 - an acquisition voxel size from 0.6 to 1.5 mm per axis, isotropic or (one in three) with one thick axis: the image is
   blurred by the voxel's point-spread function, sampled on that grid, given Rician noise there and interpolated back
-  to the 0.8 mm grid linearly, as the bundle's preprocessing does with a real scan. The label is the PVS's own
-  extent on the 0.8 mm grid (partial volume at least one half) where the acquired grid sees it: within one 0.8 mm
-  voxel of an acquired voxel at least half filled with PVS (:data:`LABEL_RULE`). So a PVS too thin for the
-  acquisition is not labelled, and one it sees is labelled at its true width, not as the acquired grid's blocks: the
-  evaluation scores a prediction in the label's own grid, where the blocks of a grid the network cannot see the phase
-  of only teach it to over-segment. Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid),
-  unblurred;
+  to the 0.8 mm grid linearly, as the bundle's preprocessing does with a real scan. The label follows the PVS
+  fraction on the acquired grid, by one of two rules (``label_rule``): 1 (the default; the shipped model's) the
+  acquired voxels at least half filled with PVS, brought back by nearest neighbour (the acquired grid's blocks); 2
+  the PVS's own extent on the 0.8 mm grid (partial volume at least one half) within one 0.8 mm voxel of such an
+  acquired voxel (a PVS too thin for the acquisition is not labelled; one it sees is labelled at its true width).
+  Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid), unblurred, where both rules agree;
 - a smooth multiplicative bias field, a gamma curve, now and then a faint shifted replica (ghosting/motion), and one
   time in four a skull-stripped head (air, skull and scalp set to zero).
 
@@ -39,9 +38,8 @@ from scripts.data.synth.anatomy import CLASSES, N_CLASSES, VOXEL_MM
 FAMILIES: tuple[str, ...] = ("T2w", "T1w", "FLAIR", "random")
 FAMILY_WEIGHTS: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
 VOXEL_RANGE_MM = (0.6, 1.5)
-# how the label is made, recorded with a model: 1 (0.7.0) the acquired grid's half-filled voxels brought back by
-# nearest neighbour; 2 the PVS's extent on the 0.8 mm grid where the acquired grid sees it
-LABEL_RULE = 2
+LABEL_RULES = (1, 2)  # see the module docstring; recorded with a model as ``synthetic_label_rule``
+DEFAULT_LABEL_RULE = 1
 _MARGIN = 6
 _HEAD_OFF = (CLASSES["air"], CLASSES["skull"], CLASSES["scalp"])
 # (low, high) of each class's mean per family, in the order of CLASSES: air, csf, cortex, wm, deep grey, skull,
@@ -202,6 +200,13 @@ def _back(volume: np.ndarray, factor: np.ndarray, shape: Sequence[int], order: i
     )
 
 
+def check_label_rule(label_rule: int) -> int:
+    """Return ``label_rule`` if it is one of :data:`LABEL_RULES`; else raise ValueError naming the setting."""
+    if label_rule not in LABEL_RULES:
+        raise ValueError(f"synth#label_rule must be one of {LABEL_RULES}, not {label_rule!r}.")
+    return int(label_rule)
+
+
 def render_region(
     labels: np.ndarray,
     pv: np.ndarray,
@@ -210,6 +215,7 @@ def render_region(
     scan: Scan,
     window: tuple[float, float],
     rng: np.random.Generator,
+    label_rule: int = DEFAULT_LABEL_RULE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the box ``[lo, lo + size)`` of a label map: the image in [0, 1] and the binary PVS label, float32.
 
@@ -221,10 +227,15 @@ def render_region(
         scan: the drawn scan.
         window: the intensity window (:func:`intensity_window`).
         rng: the random stream (noise).
+        label_rule: how the label follows the acquisition (:data:`LABEL_RULES`, module docstring).
 
     Returns:
         The image and the label, each of shape ``size``.
+
+    Raises:
+        ValueError: for an unknown ``label_rule``.
     """
+    check_label_rule(label_rule)
     size = np.array(size, dtype=int)
     factor = np.maximum(np.array(scan.voxel_mm) / VOXEL_MM, 1.0)
     start = np.array(lo, dtype=int) - _MARGIN
@@ -248,10 +259,10 @@ def render_region(
     )
     image = _back(acquired, factor, classes.shape, 1)
     label = fraction >= 0.5
-    if (factor > 1.0).any():  # kept where an acquired voxel (the PVS fraction averaged over it) is half PVS
+    if (factor > 1.0).any():  # acquired voxels at least half PVS (the PVS fraction averaged over each)
         box_blur = np.where(factor > 1.0, factor / np.sqrt(12.0), 0.0)
-        seen = _back((_acquire(fraction, factor, 1, box_blur) >= 0.5).astype(np.uint8), factor, classes.shape, 0)
-        label &= ndimage.binary_dilation(seen > 0, np.ones((3, 3, 3), dtype=bool))
+        seen = _back((_acquire(fraction, factor, 1, box_blur) >= 0.5).astype(np.uint8), factor, classes.shape, 0) > 0
+        label = seen if label_rule == 1 else label & ndimage.binary_dilation(seen, np.ones((3, 3, 3), dtype=bool))
     low, high = window
     image = np.clip((image - low) / (high - low), 0.0, 1.0) ** scan.gamma
     amplitude, shift, axis = scan.ghost
@@ -278,6 +289,7 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         pos: weight of PVS-centred patches.
         neg: weight of patches anywhere in the head.
         families: the contrast families to draw from (None: all, with :data:`FAMILY_WEIGHTS`).
+        label_rule: how the label follows the acquisition (:data:`LABEL_RULES`, module docstring).
     """
 
     def __init__(
@@ -287,8 +299,10 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         pos: float = 2.0,
         neg: float = 1.0,
         families: Sequence[str] | None = None,
+        label_rule: int = DEFAULT_LABEL_RULE,
     ) -> None:
         MapTransform.__init__(self, ("labels", "pv", "centres"))
+        self.label_rule = check_label_rule(label_rule)
         self.patch_size = np.array([int(s) for s in patch_size])
         self.num_samples = int(num_samples)
         self.pos_probability = float(pos) / float(pos + neg)
@@ -319,7 +333,7 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         out = []
         for _ in range(self.num_samples):
             image, label = render_region(
-                labels, pv, self._centre(rng, labels, centres), self.patch_size, scan, window, rng
+                labels, pv, self._centre(rng, labels, centres), self.patch_size, scan, window, rng, self.label_rule
             )
             out.append(
                 {
@@ -332,7 +346,8 @@ class RandSynthPatchesd(Randomizable, MapTransform):
 
 
 def render_volume(
-    labels: np.ndarray, pv: np.ndarray, scan: Scan, rng: np.random.Generator
+    labels: np.ndarray, pv: np.ndarray, scan: Scan, rng: np.random.Generator, label_rule: int = DEFAULT_LABEL_RULE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render a whole label map at 0.8 mm (a fixed-seed validation volume): image in [0, 1] and binary label."""
-    return render_region(labels, pv, (0, 0, 0), labels.shape, scan, intensity_window(labels, scan, rng), rng)
+    """Render a whole label map (a fixed-seed validation volume): image in [0, 1] and binary label, at 0.8 mm."""
+    window = intensity_window(labels, scan, rng)
+    return render_region(labels, pv, (0, 0, 0), labels.shape, scan, window, rng, label_rule)
