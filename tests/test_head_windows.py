@@ -6,7 +6,7 @@ import torch
 from inference_helpers import SMALL_NETWORK
 from monai.inferers import SlidingWindowInferer
 
-from scripts.inference.head_windows import HeadSlidingWindowInferer, filled_head, head_mask
+from scripts.inference.head_windows import HeadSlidingWindowInferer, head_hull, head_mask
 from scripts.model.network import build_unetplusplus
 
 WINDOW = {"roi_size": [32, 32, 32], "sw_batch_size": 4, "overlap": 0.5, "mode": "gaussian"}
@@ -57,7 +57,7 @@ def test_a_volume_without_head_never_runs_the_network():
 
 def test_skipping_off_is_the_plain_inferer():
     x, network = head_volume((48, 64, 40)), small_network()
-    inferer = HeadSlidingWindowInferer(THRESHOLD, skip_background=False, clear_outside_head=False, **WINDOW)
+    inferer = HeadSlidingWindowInferer(THRESHOLD, skip_background="false", clear_outside_head="False", **WINDOW)
     with torch.no_grad():
         torch.testing.assert_close(inferer(x, network), SlidingWindowInferer(**WINDOW)(x, network))
     assert inferer.windows_skipped == 0
@@ -83,19 +83,21 @@ def test_negative_opening_is_refused():
 
 
 def test_output_outside_the_head_is_background_and_inside_unchanged():
-    """Air next to the head gets the background logit; the head, its dark interior included, keeps the network's."""
+    """Air away from the head gets the background logit; the head, its dark parts included, keeps the network's."""
     x = head_volume((64, 64, 64))
     x[0, 0, 30:36, 30:36, 28:36] = 0.0  # a dark cavity inside the head (CSF on T1w, say)
     x[0, 0, 16:48, 16:48, :12] = 0.5  # the head cut by the field of view's face z = 0 ...
-    x[0, 0, 24:32, 24:32, :4] = 0.0  # ... with a dark pocket open at that face: closed by the slices
+    x[0, 0, 24:32, 24:32, :4] = 0.0  # ... with a dark pocket open at that face: inside each slice's hull
+    x[0, 0, 32:40, 14:26, 28:36] = 0.0  # a dark notch open to the air at the head's edge: the hull holds it
 
     def network(windows: torch.Tensor) -> torch.Tensor:
         return torch.full_like(windows, 3.0)  # "PVS" everywhere, air included
 
     kept = HeadSlidingWindowInferer(THRESHOLD, clear_outside_head=False, **WINDOW)(x, network)
     cleared = HeadSlidingWindowInferer(THRESHOLD, background_logit=-9.0, **WINDOW)(x, network)
-    head = filled_head(head_mask(x, THRESHOLD)).bool()
+    head = head_hull(head_mask(x, THRESHOLD)).bool()
     assert head[0, 0, 30:36, 30:36, 28:36].all() and head[0, 0, 24:32, 24:32, :4].all()
+    assert head[0, 0, 32:40, 18:26, 28:36].all() and not (head_mask(x, THRESHOLD)[0, 0, 32:40, 18:26, 28:36] > 0).any()
     torch.testing.assert_close(cleared[head], kept[head])
     assert (kept[~head] > 0).any()  # windows holding head also predicted "PVS" in the air
     assert (cleared[~head] == -9.0).all() and (~head).sum() > 0
