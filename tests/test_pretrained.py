@@ -21,9 +21,9 @@ SHIPPED = BUNDLE_ROOT / "models" / "pretrained"
 PRETRAINED = "['configs/inference.json','configs/pretrained.json']"
 CONTRASTS = ("T2w", "T1w", "FLAIR")
 HELD_OUT_SEED = 4242  # not the demo's 0, not the benchmark's 9001
-# Dice of the shipped model (0.7.0) on each held-out volume must reach this: measured 0.70 (T2w), 0.74 (T1w), 0.74
-# (FLAIR) on a 2-core Xeon with AMX; a broken model, a wrong intensity normalisation or a polarity the model cannot
-# handle scores near 0.
+# Dice of the shipped model on each held-out volume must reach this: measured 0.68 (T2w), 0.70 (T1w), 0.73 (FLAIR)
+# with 0.7.1's 64³ windows at 25 % overlap (0.70, 0.74, 0.74 with 0.7.0's 32³ at 50 %) on a 2-core Xeon with AMX;
+# a broken model, a wrong intensity normalisation or a polarity the model cannot handle scores near 0.
 MIN_DICE = 0.6
 
 
