@@ -48,11 +48,12 @@ from scripts.evaluation.path_agreement import mask_agreement  # noqa: E402
 
 EXPORTING_OVERLAYS = ("configs/inference_openvino.json", "configs/inference_onnx.json")
 PRETRAINED = "configs/pretrained.json"
+OLD_WINDOW = "--sw_roi_size [32,32,32] --sw_overlap 0.5"  # 0.7.0's; configs/pretrained.json now sets 64^3 at 0.25
 DEFAULT_VARIANTS = (
-    f"eager 32^3/0.5|{PRETRAINED}|",
-    f"eager 64^3/0.25|{PRETRAINED}|--sw_roi_size [64,64,64] --sw_overlap 0.25",
-    f"openvino 32^3/0.5|{PRETRAINED},configs/inference_openvino.json|",
-    f"openvino 64^3/0.25|{PRETRAINED},configs/inference_openvino.json|--sw_roi_size [64,64,64] --sw_overlap 0.25",
+    f"eager 32^3/0.5|{PRETRAINED}|{OLD_WINDOW}",
+    f"eager 64^3/0.25|{PRETRAINED}|",
+    f"openvino 32^3/0.5|{PRETRAINED},configs/inference_openvino.json|{OLD_WINDOW}",
+    f"openvino 64^3/0.25|{PRETRAINED},configs/inference_openvino.json|",
 )
 ONNX_CONVERTER_KWARGS = (
     "{'dynamo': False, 'opset_version': 18, 'input_names': ['image'], 'output_names': ['pred'], "
@@ -85,10 +86,10 @@ class Variant:
         return any(o in EXPORTING_OVERLAYS for o in self.overlays)
 
     def window(self) -> list[int]:
-        """The sliding window the variant runs (its ``--sw_roi_size``, else the model's 32^3 patch)."""
+        """The shape the ONNX export is traced with (its spatial axes stay dynamic): ``--sw_roi_size``, else 64^3."""
         if "--sw_roi_size" in self.args:
             return [int(v) for v in self.args[self.args.index("--sw_roi_size") + 1].strip("[]").split(",")]
-        return [32, 32, 32]
+        return [64, 64, 64]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
