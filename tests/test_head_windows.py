@@ -101,3 +101,10 @@ def test_output_outside_the_head_is_background_and_inside_unchanged():
     torch.testing.assert_close(cleared[head], kept[head])
     assert (kept[~head] > 0).any()  # windows holding head also predicted "PVS" in the air
     assert (cleared[~head] == -9.0).all() and (~head).sum() > 0
+
+
+def test_the_hull_of_a_head_without_area_is_the_head_itself():
+    head = torch.zeros(1, 1, 8, 8, 4)
+    head[0, 0, 2:6, 3, 1] = 1.0  # a line: no convex hull
+    head[0, 0, 5, 5, 2] = 1.0  # one voxel
+    torch.testing.assert_close(head_hull(head, margin=0), head)

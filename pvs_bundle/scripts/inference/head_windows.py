@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
+from scipy.spatial import QhullError
 from skimage.morphology import convex_hull_image
 from torch.nn import functional
 
@@ -69,10 +70,18 @@ def head_hull(head: torch.Tensor, margin: int = HULL_MARGIN) -> torch.Tensor:
     out = np.zeros(head.shape, dtype=bool)
     for n, volume in enumerate(head[:, 0].cpu().numpy() > 0):
         for k in np.flatnonzero(volume.any(axis=(0, 1))):
-            out[n, 0, :, :, k] = convex_hull_image(volume[:, :, k])
+            out[n, 0, :, :, k] = _slice_hull(volume[:, :, k])
         if margin:
             out[n, 0] = ndimage.binary_dilation(out[n, 0], iterations=margin)
     return torch.from_numpy(out).to(head.device, torch.float32)
+
+
+def _slice_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a 2D mask; the mask itself where it has no area (a line or a few voxels: no hull)."""
+    try:
+        return convex_hull_image(mask)
+    except (ValueError, QhullError):
+        return mask
 
 
 class HeadSlidingWindowInferer(SlidingWindowInferer):
