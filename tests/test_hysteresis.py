@@ -46,3 +46,7 @@ def test_the_transform_keeps_shape_and_type_per_channel():
     assert out[0, 5, 5, 10] == 1.0 and out[1].sum() == out[0].sum()
     with pytest.raises(ValueError, match="grow_threshold"):
         HysteresisThresholdd("pred", threshold=0.8, grow_threshold=-1)
+    plain = HysteresisThresholdd("pred", threshold=0.8, grow_threshold="null")({"pred": p})[
+        "pred"
+    ]  # as the CLI gives it
+    assert plain[0, 5, 5, 10] == 0.0 and HysteresisThresholdd("pred", 0.8, "0.5").grow_threshold == 0.5

@@ -67,12 +67,13 @@ class HysteresisThresholdd(MapTransform):
         self,
         keys: KeysCollection,
         threshold: float,
-        grow_threshold: float | None = None,
+        grow_threshold: float | str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.threshold = float(threshold)
-        self.grow_threshold = None if grow_threshold is None else float(grow_threshold)
+        off = grow_threshold is None or (isinstance(grow_threshold, str) and grow_threshold.lower() in ("null", "none"))
+        self.grow_threshold = None if off else float(grow_threshold)  # the command line spells None "null"
         if self.grow_threshold is not None and self.grow_threshold <= 0:
             raise ValueError(f"grow_threshold must be above 0 (or null for none), not {grow_threshold!r}.")
 
