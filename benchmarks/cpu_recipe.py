@@ -62,7 +62,8 @@ from monai.utils import set_determinism  # noqa: E402
 from scripts.cpu import available_cores  # noqa: E402
 from scripts.data.datalist import find_pairs  # noqa: E402
 from scripts.data.demo_data import generate_dataset  # noqa: E402
-from scripts.evaluation.case_metrics import case_metrics, summarize  # noqa: E402
+from scripts.evaluation.case_metrics import case_metrics  # noqa: E402
+from scripts.evaluation.summary import summarize  # noqa: E402
 from scripts.inference.inference_inputs import MASK_SUFFIX, output_stem  # noqa: E402
 from scripts.model.network import build_unetplusplus  # noqa: E402
 from scripts.training.budget import process_cpu_seconds  # noqa: E402

@@ -46,9 +46,9 @@ import torch
 BUNDLE_ROOT = Path(__file__).resolve().parents[1] / "pvs_bundle"
 sys.path.insert(0, str(BUNDLE_ROOT))  # scripts/ as monai.bundle reaches it: from the bundle root
 
+from scripts.agreement import cohort_agreement  # noqa: E402
 from scripts.data.demo_contrasts import CONTRASTS, check_voxel_size  # noqa: E402
 from scripts.data.demo_data import DEMO_SHAPE, ensure_demo_dataset  # noqa: E402
-from scripts.evaluation.agreement import cohort_agreement  # noqa: E402
 
 DEFAULT_SEED = 9001
 DEMO_SEED = 0
@@ -255,7 +255,7 @@ def read_figures(output_dir: Path) -> dict[str, Any]:
     """Dice, detection F1 and the count ICC(A,1) of one evaluation's summary, with its per-case rows.
 
     The ICC is the evaluation's own cohort agreement; a summary without one (an older bundle) gets it computed
-    from the per-case counts with :func:`scripts.evaluation.agreement.cohort_agreement`.
+    from the per-case counts with :func:`scripts.agreement.cohort_agreement`.
     """
     summary = json.loads((output_dir / SUMMARY_FILE).read_text())
     rows = json.loads((output_dir / PER_CASE_FILE).read_text())

@@ -5,7 +5,7 @@ import math
 import pytest
 from PIL import Image
 
-from scripts.evaluation.agreement import AGREEMENT_STATS, ICC_FORM, agreement, cohort_agreement
+from scripts.agreement import AGREEMENT_STATS, ICC_FORM, agreement, cohort_agreement
 from scripts.reports.agreement_plot import save_agreement_figure
 
 # 4 cases: predicted x = [2, 4, 6, 8], reference y = [1, 3, 7, 5].

@@ -5,15 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from scripts.evaluation.case_metrics import (
-    CASE_METRICS,
-    case_metrics,
-    hausdorff95_mm,
-    summarize,
-    volume_metrics,
-    write_case_table,
-    write_summary,
-)
+from scripts.evaluation.case_metrics import CASE_METRICS, case_metrics, hausdorff95_mm, volume_metrics
+from scripts.evaluation.summary import summarize, write_summary
+from scripts.tables import write_case_table
 
 SHAPE = (10, 20, 30)
 SPACING = (0.5, 2.0, 3.0)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from scripts.evaluation.case_metrics import case_metrics
-from scripts.evaluation.detection import DETECTION_METRICS, detection_metrics, label_components
+from scripts.evaluation.detection import DETECTION_METRICS, detection_metrics
+from scripts.masks import label_components
 
 SHAPE = (10, 20, 30)
 

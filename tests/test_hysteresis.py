@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.evaluation.detection import label_components
 from scripts.inference.hysteresis import HysteresisThresholdd, hysteresis_mask
+from scripts.masks import label_components
 
 
 def broken_tube() -> np.ndarray:

@@ -25,14 +25,16 @@ from inference_helpers import (
 from monai.transforms import EnsureChannelFirstd
 from scipy import ndimage
 
-from scripts.data.transforms import SelectVolumed, as_volume_index, preprocessing
+from scripts.data.transforms import SelectVolumed, preprocessing
 from scripts.inference.inference_inputs import (
     check_image,
     inference_datalist,
     list_inputs,
 )
 from scripts.inference.prediction_writer import ID_COLUMNS
-from scripts.inference.pvs_burden import BURDEN_COLUMNS, pvs_burden, voxel_volume_mm3
+from scripts.measurement.pvs_burden import BURDEN_COLUMNS, pvs_burden
+from scripts.nifti import voxel_volume_mm3
+from scripts.settings import as_volume_index
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from scripts.measurement.census import CENSUS_COLUMNS
 from scripts.measurement.measure import REGION_COLUMNS, PVSMeasurement
-from scripts.measurement.qc_report import robust_outliers
+from scripts.reports.qc_report import robust_outliers
 
 REGIONS = json.loads((CONFIGS / "inference.json").read_text())["regions"]
 SHAPE = (40, 48, 36)

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from scripts.evaluation.case_metrics import CASE_METRICS, case_metrics, write_results
+from scripts.evaluation.case_metrics import CASE_METRICS, case_metrics
 from scripts.evaluation.stratified import pooled_by_size, size_bins, stratified_detection
+from scripts.evaluation.summary import write_results
 
 SPACING = (1.0, 1.0, 1.0)  # 1 mm³ voxels: sizes in voxels are sizes in mm³
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts.data.transforms import LABEL_THRESHOLD
 from scripts.io import atomic_write_json
+from scripts.masks import LABEL_THRESHOLD
 
 logger = logging.getLogger("pvs_bundle.datalist")
 

@@ -25,10 +25,10 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple
 
+from scripts.masks import LABEL_THRESHOLD
+from scripts.settings import as_volume_index
+
 INTENSITY_MODES: tuple[str, ...] = ("percentile", "range", "zscore")
-NO_INDEX: tuple[str, ...] = ("null", "none", "")  # volume_index values that mean "no selection"
-# A label voxel is PVS when its value exceeds this (so 0/1 and 0/255 masks both binarise correctly).
-LABEL_THRESHOLD = 0.5
 
 
 def intensity_transform(image_key: str, intensity: dict[str, Any]) -> MapTransform:
@@ -87,21 +87,6 @@ class HeadZScored(MapTransform):
             mean, std = values.mean(), values.std()
             d[key] = (image - mean) / max(float(std), 1e-6)
         return d
-
-
-def as_volume_index(value: int | str | None) -> int | None:
-    """Read ``volume_index`` as the command line gives it: an int, or None/"null" for none.
-
-    Raises:
-        ValueError: for a negative number or anything else.
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() in NO_INDEX):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"volume_index must be a non-negative int or null, not {value!r}.")
-    return int(value)
 
 
 class SelectVolumed(MapTransform):

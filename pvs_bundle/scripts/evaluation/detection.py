@@ -4,7 +4,7 @@ The rules, as ``evaluation_comparison/pairwise_measures.py`` of github WhereIsVa
 for the task ``epvs`` with its defaults (connectivity 3, threshold 0.5, IoU 0.1), all counted in voxels:
 
 1. Foreground: prediction >= 0.5; reference non-zero after rounding to one decimal
-   (:mod:`scripts.evaluation.masks`).
+   (:mod:`scripts.masks`).
 2. PVS are the connected components of each mask, with full 3D connectivity (26 neighbours,
    ``scipy.ndimage.generate_binary_structure(3, 3)``). VALDO applies no size filter; ``min_size`` (default 0)
    optionally drops components smaller than that many voxels from both masks first.
@@ -44,11 +44,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from scripts.evaluation.masks import prediction_mask, reference_mask
+from scripts.masks import label_components, prediction_mask, reference_mask
 
-CONNECTIVITY: np.ndarray = ndimage.generate_binary_structure(3, 3)
 DEFAULT_IOU_THRESHOLD = 0.1
 DETECTION_METRICS: tuple[str, ...] = (
     "det_tp",
@@ -62,34 +60,6 @@ DETECTION_METRICS: tuple[str, ...] = (
     "ref_count",
     "count_abs_diff",
 )
-
-
-def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, int]:
-    """Label the 26-connected components of a mask, dropping those smaller than ``min_size``.
-
-    Args:
-        mask: 3D array; voxels >= 0.5 are foreground (pass a boolean mask to apply another rule).
-        min_size: minimum component size in voxels; smaller components are removed (0 keeps all).
-
-    Returns:
-        The label volume (0 = background, components numbered 1..count consecutively in scan order) and the count.
-
-    Raises:
-        ValueError: if ``mask`` is not 3D or ``min_size`` is negative.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be a 3D array, not an array of shape {mask.shape}.")
-    if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, not {min_size}.")
-    labels, count = ndimage.label(prediction_mask(mask), structure=CONNECTIVITY)
-    if min_size <= 1 or count == 0:
-        return labels, int(count)
-    keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
-    keep[0] = False
-    new_ids = np.zeros(count + 1, dtype=labels.dtype)
-    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
-    return new_ids[labels], int(keep.sum())
 
 
 def assign_components(

@@ -16,7 +16,7 @@ PVS are CSF-bright tubes on T2w, 0.5–3 mm wide. :func:`frangi_vesselness` runs
 The threshold on vesselness is chosen on training cases to maximise their mean Dice
 (:func:`choose_threshold`); :func:`run_frangi_baseline` then scores the test cases with every metric of
 :mod:`scripts.evaluation.case_metrics`, in each label's native grid, with the cohort agreement of PVS counts and
-volumes and its figure. References are read with the reference rule of :mod:`scripts.evaluation.masks`.
+volumes and its figure. References are read with the reference rule of :mod:`scripts.masks`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ import torch
 from scipy import ndimage
 from skimage.filters import frangi, threshold_otsu
 
-from scripts.evaluation.case_metrics import SUBJECT_KEY, case_metrics, check_spacing, write_results
+from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
-from scripts.evaluation.masks import reference_mask
 from scripts.evaluation.metrics import overlap_from_counts
+from scripts.evaluation.summary import write_results
+from scripts.masks import reference_mask
+from scripts.nifti import check_spacing
+from scripts.tables import SUBJECT_KEY
 
 logger = logging.getLogger("pvs_bundle.frangi")
 
@@ -185,7 +188,7 @@ def dice_per_threshold(vesselness: np.ndarray, label: np.ndarray, candidates: np
 
     Args:
         vesselness: vesselness map of one case.
-        label: reference of the same shape (reference rule of :mod:`scripts.evaluation.masks`).
+        label: reference of the same shape (reference rule of :mod:`scripts.masks`).
         candidates: 1D array of thresholds.
 
     Returns:
@@ -292,7 +295,7 @@ def run_frangi_baseline(
         min_size: minimum component size in voxels of the detection metrics.
 
     Returns:
-        The summary of the test metrics, as :func:`scripts.evaluation.case_metrics.summarize` returns it.
+        The summary of the test metrics, as :func:`scripts.evaluation.summary.summarize` returns it.
 
     Raises:
         ValueError: if there are no training or test items, ``max_train_cases`` is below 1, or a case is

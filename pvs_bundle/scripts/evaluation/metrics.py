@@ -1,6 +1,6 @@
 """Voxel-level overlap metrics for binary PVS masks, and their MONAI metric wrapper.
 
-Foreground: prediction >= 0.5, reference non-zero after rounding to one decimal (:mod:`scripts.evaluation.masks`).
+Foreground: prediction >= 0.5, reference non-zero after rounding to one decimal (:mod:`scripts.masks`).
 
 Conventions for empty masks (documented in docs/outputs.md):
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from scripts.evaluation.masks import prediction_mask, reference_mask
+from scripts.masks import prediction_mask, reference_mask
 
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
 

@@ -3,7 +3,7 @@
 The evaluation postprocessing (``configs/evaluate.json``) maps each prediction back to its image's original grid
 with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at >= 0.5 (``AsDiscreted``);
 the label is not preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`), with
-VALDO's reference rule (non-zero after rounding to one decimal, :mod:`scripts.evaluation.masks`). Every metric,
+VALDO's reference rule (non-zero after rounding to one decimal, :mod:`scripts.masks`). Every metric,
 the evaluator's ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the
 training ``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
 :func:`scripts.evaluation.case_metrics.case_metrics` and, when the run completes, writes the per-case tables, their
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,14 @@ from monai.utils import ImageMetaKey, convert_to_numpy
 
 from scripts.data.datalist import case_id, parse_entities, strip_nifti_suffix
 from scripts.distributed import gather_in_order, is_main_process, process_rank_and_count
-from scripts.evaluation.case_metrics import RATIO_DECIMALS, SUBJECT_KEY, case_metrics, write_results
+from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
-from scripts.evaluation.masks import prediction_mask, reference_mask
+from scripts.evaluation.summary import write_results
 from scripts.io import sha256_file
+from scripts.masks import prediction_mask, reference_mask
+from scripts.nifti import ras_spacing, to_ras
 from scripts.reports.figures import save_visualization_grid
+from scripts.tables import RATIO_DECIMALS, SUBJECT_KEY
 
 logger = logging.getLogger("pvs_bundle.evaluation")
 
@@ -153,28 +156,6 @@ def prediction_name(metadict: dict | None, saver: Transform) -> dict[str, Any]:
         raise ValueError(f"the prediction's metadata must name its source image, not {filename!r}.")
     entities, _ = parse_entities(filename)
     return {"subject": case_id(entities), "idx": None}
-
-
-def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Reorder (transpose and flip) a volume so that its axes run left→right, posterior→anterior, inferior→superior.
-
-    Args:
-        volume: 3D array in the voxel order of ``affine``.
-        affine: its 4 x 4 voxel-to-world (RAS+ mm) matrix.
-
-    Returns:
-        The RAS-ordered array (no resampling).
-    """
-    return nib.orientations.apply_orientation(volume, nib.orientations.io_orientation(affine))
-
-
-def ras_spacing(spacing: Sequence[float], affine: np.ndarray) -> tuple[float, ...]:
-    """Reorder a voxel spacing like :func:`to_ras` reorders the axes."""
-    orientation = nib.orientations.io_orientation(affine)
-    reordered = [0.0] * len(spacing)
-    for axis, (new_axis, _) in enumerate(orientation):
-        reordered[int(new_axis)] = float(spacing[axis])
-    return tuple(reordered)
 
 
 def check_same_grid(

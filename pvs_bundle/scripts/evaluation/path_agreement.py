@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scripts.evaluation.detection import label_components
-from scripts.evaluation.masks import prediction_mask
 from scripts.evaluation.metrics import overlap_metrics
+from scripts.masks import label_components, prediction_mask
 
 
 def mask_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -28,7 +28,7 @@ from scipy.spatial import QhullError
 from skimage.morphology import convex_hull_image
 from torch.nn import functional
 
-from scripts.training.checkpoint import as_bool
+from scripts.settings import as_bool
 
 logger = logging.getLogger("pvs_bundle.head_windows")
 HULL_MARGIN = 2  # voxels (1.6 mm at 0.8 mm) around each slice's hull of the head

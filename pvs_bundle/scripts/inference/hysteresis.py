@@ -7,7 +7,7 @@ a faint bridge become one PVS; a faint blob with no confident voxel stays out, s
 above ``high`` (or ``None``) is the plain threshold.
 
 Applied where the plain threshold is (the input's own grid, after ``Invertd``), before the small-component removal.
-Components are those VALDO counts (full 3D connectivity, :data:`scripts.evaluation.detection.CONNECTIVITY`).
+Components are those VALDO counts (full 3D connectivity, :data:`scripts.masks.CONNECTIVITY`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-from scripts.evaluation.detection import CONNECTIVITY
+from scripts.masks import CONNECTIVITY
 
 
 def hysteresis_mask(probability: np.ndarray, high: float, low: float | None) -> np.ndarray:

@@ -60,11 +60,10 @@ from scripts.data.datalist import (
     parse_entities,
     strip_nifti_suffix,
 )
-from scripts.data.transforms import as_volume_index
 from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
 from scripts.model.model_file import trained_for
-from scripts.training.checkpoint import as_bool
+from scripts.settings import as_bool, as_volume_index
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
 

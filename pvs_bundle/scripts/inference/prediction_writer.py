@@ -10,7 +10,6 @@ own inputs and rank 0 writes the table of all of them, in input order, and the `
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -23,46 +22,19 @@ from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
 from scripts.distributed import gather_in_order, is_main_process
-from scripts.evaluation.case_metrics import write_case_table
 from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
-from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
-from scripts.io import atomic_write
 from scripts.measurement.measure import PVSMeasurement
+from scripts.measurement.pvs_burden import pvs_burden
 from scripts.measurement.regions import estimate_brain_mask
-from scripts.training.checkpoint import as_bool
+from scripts.nifti import save_like, voxel_volume_mm3
+from scripts.settings import as_bool
+from scripts.tables import write_case_table
 
 logger = logging.getLogger("pvs_bundle.prediction_writer")
 
 # subject, session, acq, run (BIDS entities), contrast (the suffix the input's name states), image (its file name)
 ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), CONTRAST_COLUMN, "image")
-
-
-def save_like(data: np.ndarray, reference: nib.Nifti1Image, path: str | Path) -> Path:
-    """Write a 3D array as gzipped NIfTI on the grid of ``reference``, atomically.
-
-    The affine, qform and sform (with their codes) and the spatial units are those of ``reference``.
-
-    Args:
-        data: the array, in the voxel order of ``reference`` (its first three dimensions).
-        reference: the image whose grid the array lies on.
-        path: the destination (``.nii.gz``).
-
-    Returns:
-        The destination path.
-
-    Raises:
-        ValueError: if the array's shape is not the reference's spatial shape.
-    """
-    if data.shape != reference.shape[:3]:
-        raise ValueError(f"data for {path} must have the input's shape {reference.shape[:3]}, not {data.shape}.")
-    header = type(reference.header)()
-    header.set_xyzt_units(*reference.header.get_xyzt_units())
-    image = type(reference)(data, reference.affine, header)
-    image.set_data_dtype(data.dtype)
-    image.set_qform(reference.header.get_qform(), int(reference.header["qform_code"]))
-    image.set_sform(reference.header.get_sform(), int(reference.header["sform_code"]))
-    return atomic_write(path, lambda p: p.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)))
 
 
 class PredictionWriter:
@@ -72,8 +44,9 @@ class PredictionWriter:
     the probability map under ``prob`` and the binary head mask under ``head``, all on the input's grid; the
     datalist item gives the output paths under ``mask`` and ``probseg``, the case name under ``case`` and the
     input's BIDS entities under ``row`` (see :func:`scripts.inference.inference_inputs.inference_datalist`). When
-    the run completes, one row per input (:data:`ID_COLUMNS`, then :data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`)
-    is written as CSV and JSON, with the recorded rows of the inputs skipped by ``--skip_existing`` in their place.
+    the run completes, one row per input (:data:`ID_COLUMNS`, then
+    :data:`scripts.measurement.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON, with the recorded rows of the
+    inputs skipped by ``--skip_existing`` in their place.
     With a ``measurement`` stage, each case segmented is also measured by it (census, regions, QC report; its brain
     mask gives the burden's fraction); without one, the fraction is of the brain mask estimated from the head mask.
 

@@ -2,7 +2,7 @@
 
 Applied after the threshold, in the grid where the mask is binarised (the input's own grid, after ``Invertd``), so
 the mask written, the burden and census tables and every evaluation metric see the same cleaned mask. Components
-are those VALDO counts (:func:`scripts.evaluation.detection.label_components`, full 3D connectivity).
+are those VALDO counts (:func:`scripts.masks.label_components`, full 3D connectivity).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
-from scripts.evaluation.detection import label_components
+from scripts.masks import label_components
 
 
 def check_min_voxels(min_pvs_voxels: Any) -> int:

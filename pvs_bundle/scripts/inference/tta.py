@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-TTA_MODES: tuple[str, ...] = ("none", "mirror")
+from scripts.settings import TTA_MODES
+
 SPATIAL_AXES: tuple[int, ...] = (0, 1, 2)
 LOGIT_EPS = 1e-6
 

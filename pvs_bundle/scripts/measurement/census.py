@@ -1,6 +1,6 @@
 """Per-PVS census: one row per 26-connected component of a binary PVS mask, measured in the mask's own grid.
 
-Components are those VALDO counts (:func:`scripts.evaluation.detection.label_components`, 26 neighbours, no
+Components are those VALDO counts (:func:`scripts.masks.label_components`, 26 neighbours, no
 minimum size). Every measure is computed in world millimetres through the grid's affine, so anisotropic,
 oblique and flipped grids give the same figures as a 1 mm RAS grid would (up to sampling):
 
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from scripts.evaluation.detection import label_components
-from scripts.inference.pvs_burden import voxel_volume_mm3
+from scripts.masks import label_components
+from scripts.nifti import voxel_volume_mm3
 
 UNKNOWN_REGION = "unknown"
 CENSUS_COLUMNS: tuple[str, ...] = (

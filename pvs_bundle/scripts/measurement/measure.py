@@ -6,7 +6,7 @@ writes, atomically:
 
 - the census (:data:`scripts.measurement.census.CENSUS_COLUMNS`), one row per PVS, CSV and JSON;
 - the region table (:data:`REGION_COLUMNS`), one row per case and region, CSV and JSON;
-- the QC report (:mod:`scripts.measurement.qc_report`), one HTML file.
+- the QC report (:mod:`scripts.reports.qc_report`), one HTML file.
 
 Regions and the intracranial mask come from the case's parcellation (:mod:`scripts.measurement.regions`): from
 ``parcellation_files`` (case -> file), else found under ``parcellation_dir``. Without one, every PVS is in region
@@ -15,9 +15,6 @@ Regions and the intracranial mask come from the case's parcellation (:mod:`scrip
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -27,13 +24,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.data.transforms import as_volume_index
 from scripts.distributed import gather_in_order
-from scripts.evaluation.case_metrics import decimals_for, rounded
-from scripts.inference.pvs_burden import pvs_burden, voxel_volume_mm3
-from scripts.io import atomic_write
-from scripts.measurement import qc_report
 from scripts.measurement.census import CENSUS_COLUMNS, UNKNOWN_REGION, census_rows, measure_components
+from scripts.measurement.pvs_burden import pvs_burden
 from scripts.measurement.regions import (
     OUTSIDE_REGION,
     estimate_brain_mask,
@@ -42,6 +35,10 @@ from scripts.measurement.regions import (
     region_codes,
     region_map,
 )
+from scripts.nifti import voxel_volume_mm3
+from scripts.reports import qc_report
+from scripts.settings import as_volume_index
+from scripts.tables import write_table
 
 logger = logging.getLogger("pvs_bundle.measurement")
 
@@ -55,24 +52,6 @@ REGION_COLUMNS: tuple[str, ...] = (
 )
 OVERLAY_REGIONS: tuple[str, ...] = ("basal_ganglia", "cerebral_white_matter")
 """Regions whose PVS-richest slices the report shows, when the region map has them."""
-
-
-def write_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], csv_path: Path, json_path: Path) -> None:
-    """Write rows as CSV (NaN written as ``nan``) and as a JSON list (NaN as null), both atomically.
-
-    Numbers are rounded as in every table of the bundle (:func:`scripts.evaluation.case_metrics.decimals_for`).
-    """
-    rows = [{c: rounded(row[c], decimals_for(c)) for c in columns} for row in rows]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(csv_path, lambda p: p.write_text(buffer.getvalue(), encoding="utf-8"))
-    table = [
-        {c: (None if isinstance(row[c], float) and not math.isfinite(row[c]) else row[c]) for c in columns}
-        for row in rows
-    ]
-    atomic_write(json_path, lambda p: p.write_text(json.dumps(table, indent=4, allow_nan=False) + "\n"))
 
 
 class PVSMeasurement:
@@ -160,7 +139,7 @@ class PVSMeasurement:
         prob: np.ndarray | None,
         head: np.ndarray,
     ) -> dict[str, float]:
-        """Measure one case and return its burden (:data:`scripts.inference.pvs_burden.BURDEN_COLUMNS`).
+        """Measure one case and return its burden (:data:`scripts.measurement.pvs_burden.BURDEN_COLUMNS`).
 
         Args:
             case: the case id.

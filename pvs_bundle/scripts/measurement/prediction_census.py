@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 from monai.utils import convert_to_numpy
 
 from scripts.measurement.census import CENSUS_COLUMNS, census_rows, measure_components
-from scripts.measurement.measure import write_table
+from scripts.tables import write_table
 
 logger = logging.getLogger("pvs_bundle.prediction_census")
 

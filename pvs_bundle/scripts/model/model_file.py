@@ -30,8 +30,8 @@ import torch
 
 from scripts.data.datalist import DEFAULT_CONTRASTS, as_contrasts, contrast_names
 from scripts.errors import BundleError
-from scripts.inference.tta import TTA_MODES
 from scripts.io import atomic_write, sha256_file
+from scripts.settings import TTA_MODES
 
 logger = logging.getLogger("pvs_bundle.model_file")
 
@@ -190,11 +190,11 @@ def resolve_tta(value: str, model_file: str | Path) -> str:
     settings saved before 0.6). Logs once which one is used and where it came from.
 
     Args:
-        value: ``"auto"`` or one of :data:`scripts.inference.tta.TTA_MODES`.
+        value: ``"auto"`` or one of :data:`scripts.settings.TTA_MODES`.
         model_file: the model file whose ``model.json`` may store a ``tta``.
 
     Returns:
-        One of :data:`scripts.inference.tta.TTA_MODES`.
+        One of :data:`scripts.settings.TTA_MODES`.
 
     Raises:
         ValueError: if ``value`` is neither ``"auto"`` nor a known mode.

@@ -3,7 +3,7 @@
 A 2 x 2 grid: one row per quantity (PVS count, PVS volume in mm³); on the left the predicted value against the
 reference value of every case with the identity line (points on it agree exactly), on the right the Bland–Altman
 plot (difference pred - ref against the mean of the two) with the mean difference and the 95 % limits of
-agreement. The statistics of :func:`scripts.evaluation.agreement.agreement` are printed in the panel titles (and
+agreement. The statistics of :func:`scripts.agreement.agreement` are printed in the panel titles (and
 a note at the bottom when there are too few cases for them). Drawn with
 matplotlib's object API and rendered by Agg, saved as PNG atomically.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from scripts.evaluation.agreement import COHORT_QUANTITIES, MIN_CASES, agreement
+from scripts.agreement import COHORT_QUANTITIES, MIN_CASES, agreement
 from scripts.io import atomic_write
 
 AXIS_LABELS: dict[str, str] = {"count": "PVS count", "volume_mm3": "PVS volume (mm³)"}

@@ -19,8 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from scripts.evaluation.case_metrics import SUBJECT_KEY, check_spacing
 from scripts.io import atomic_write
+from scripts.nifti import check_spacing
+from scripts.tables import SUBJECT_KEY
 
 VIEW_AXES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
 CASE_ARRAYS: tuple[str, ...] = ("image", "label", "pred")

@@ -16,9 +16,10 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from scripts.inference.tta import TTA_MODES
+from scripts.distributed import is_main_process
 from scripts.io import atomic_write
 from scripts.model.model_file import write_settings
+from scripts.settings import TTA_MODES, as_bool
 from scripts.training.threshold import ThresholdSweep
 
 logger = logging.getLogger("pvs_bundle.checkpoint")
@@ -32,26 +33,6 @@ def unwrap(network: nn.Module) -> nn.Module:
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
     return atomic_write(path, lambda p: torch.save(obj, p))
-
-
-def as_bool(value: bool | str, name: str) -> bool:
-    """Read a flag given as a bool or as the command line spells it ("true"/"false", any case).
-
-    Raises:
-        ValueError: for anything else.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError(f"{name} must be true or false, not {value!r}.")
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of an initialised process group."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
 
 
 class BestModelSaver:
@@ -73,7 +54,7 @@ class BestModelSaver:
             and generator it was trained on), or None.
 
     Raises:
-        ValueError: if ``tta`` is not one of :data:`scripts.inference.tta.TTA_MODES`.
+        ValueError: if ``tta`` is not one of :data:`scripts.settings.TTA_MODES`.
     """
 
     def __init__(

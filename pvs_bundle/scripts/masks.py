@@ -1,4 +1,4 @@
-"""The bundle's two binarisation rules, those of the VALDO 2021 evaluation code (Task 1, PVS).
+"""Masks: the bundle's binarisation rules (those of the VALDO 2021 evaluation code, Task 1, PVS) and PVS components.
 
 - A **prediction** voxel is foreground when its value (a sigmoid probability, or 0/1) is **>= 0.5**. This is
   also what MONAI's ``AsDiscreted(threshold=0.5)`` in the configs does (``img >= threshold``), so the masks the
@@ -10,7 +10,11 @@
   or compression noise) do not.
 
 For 0/1 masks the two rules agree. Training targets are binarised by ``AsDiscreted(threshold=0.5)`` in the
-preprocessing (``>= 0.5``); only the scoring reads references with the reference rule.
+preprocessing (``>= 0.5``); only the scoring reads references with the reference rule. A training label voxel is
+PVS when its value exceeds :data:`LABEL_THRESHOLD` (0.5), so 0/1 and 0/255 masks binarise alike.
+
+A **PVS** is a connected component of a mask with full 3D connectivity (26 neighbours, :data:`CONNECTIVITY`), as
+VALDO counts them: :func:`label_components`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 PREDICTION_THRESHOLD = 0.5
 REFERENCE_DECIMALS = 1
+LABEL_THRESHOLD = 0.5  # a training label voxel is PVS when its value exceeds this
+CONNECTIVITY: np.ndarray = ndimage.generate_binary_structure(3, 3)
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -52,3 +59,31 @@ def reference_mask(values: ArrayT) -> ArrayT:
     if isinstance(values, torch.Tensor):
         return torch.round(values.double(), decimals=REFERENCE_DECIMALS) != 0
     return np.round(np.asarray(values, dtype=np.float64), REFERENCE_DECIMALS) != 0
+
+
+def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, int]:
+    """Label the 26-connected components of a mask, dropping those smaller than ``min_size``.
+
+    Args:
+        mask: 3D array; voxels >= 0.5 are foreground (pass a boolean mask to apply another rule).
+        min_size: minimum component size in voxels; smaller components are removed (0 keeps all).
+
+    Returns:
+        The label volume (0 = background, components numbered 1..count consecutively in scan order) and the count.
+
+    Raises:
+        ValueError: if ``mask`` is not 3D or ``min_size`` is negative.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be a 3D array, not an array of shape {mask.shape}.")
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0, not {min_size}.")
+    labels, count = ndimage.label(prediction_mask(mask), structure=CONNECTIVITY)
+    if min_size <= 1 or count == 0:
+        return labels, int(count)
+    keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
+    keep[0] = False
+    new_ids = np.zeros(count + 1, dtype=labels.dtype)
+    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
+    return new_ids[labels], int(keep.sum())

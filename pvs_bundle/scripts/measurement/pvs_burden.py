@@ -3,7 +3,7 @@
 All figures are computed in the input's own grid (the grid the mask is written in), with its voxel volume:
 
 - ``pvs_count``: connected components of the mask with full 3D connectivity (26 neighbours), as VALDO counts
-  PVS (:func:`scripts.evaluation.detection.label_components`); no minimum size.
+  PVS (:func:`scripts.masks.label_components`); no minimum size.
 - ``pvs_volume_mm3``: mask voxels x voxel volume.
 - ``largest_pvs_mm3``: volume of the largest component (0 when there is none).
 - ``brain_volume_mm3``: volume of the intracranial (brain) mask: every non-zero label of the case's parcellation
@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from scripts.evaluation.detection import label_components
-from scripts.evaluation.masks import prediction_mask
+from scripts.masks import label_components, prediction_mask
 
 BURDEN_COLUMNS: tuple[str, ...] = (
     "pvs_count",
@@ -31,26 +30,11 @@ BURDEN_COLUMNS: tuple[str, ...] = (
 )
 
 
-def voxel_volume_mm3(affine: np.ndarray) -> float:
-    """Return the volume of one voxel in mm³ from a 4 x 4 voxel-to-world affine.
-
-    Raises:
-        ValueError: if the affine is not 4 x 4 or its voxels have no volume.
-    """
-    matrix = np.asarray(affine, dtype=np.float64)
-    if matrix.shape != (4, 4):
-        raise ValueError(f"affine must be a 4 x 4 matrix, not of shape {matrix.shape}.")
-    volume = abs(float(np.linalg.det(matrix[:3, :3])))
-    if not (math.isfinite(volume) and volume > 0):
-        raise ValueError(f"affine must give voxels a positive finite volume, not {volume} mm³.")
-    return volume
-
-
 def pvs_burden(mask: np.ndarray, brain: np.ndarray, voxel_mm3: float) -> dict[str, float]:
     """Compute the PVS burden of one case (see the module docstring).
 
     Args:
-        mask: 3D PVS mask or probabilities (voxels >= 0.5 are PVS, :mod:`scripts.evaluation.masks`).
+        mask: 3D PVS mask or probabilities (voxels >= 0.5 are PVS, :mod:`scripts.masks`).
         brain: 3D binary brain (intracranial) mask with the same shape (voxels >= 0.5 are brain).
         voxel_mm3: the volume of one voxel in mm³.
 

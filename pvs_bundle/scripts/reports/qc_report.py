@@ -23,8 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scripts.evaluation.native_space import ras_spacing, to_ras
 from scripts.io import atomic_write
+from scripts.nifti import ras_spacing, to_ras
 
 FLAGS: dict[str, str] = {
     "no_pvs": "no PVS found",
