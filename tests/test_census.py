@@ -1,11 +1,11 @@
 """The per-PVS census measured on synthetic tubes of known length, width and direction."""
 
 import math
-import time
 
 import numpy as np
 import pytest
 
+from scripts.masks import label_components
 from scripts.measurement.census import CENSUS_COLUMNS, capsule_diameter, census_rows, measure_components
 
 ISOTROPIC = (0.8, 0.8, 0.8)
@@ -147,13 +147,13 @@ def test_capsule_diameter_inverts_the_capsule_volume():
     np.testing.assert_allclose(capsule_diameter(volume, length), d, rtol=1e-6)
 
 
-def test_a_full_size_volume_with_hundreds_of_pvs_is_measured_in_seconds():
+def test_a_full_size_volume_with_hundreds_of_pvs_is_measured_whole():
+    # its time is benchmarks/measurement_overhead.py's to measure, not a test's
     shape = (208, 300, 320)
     rng = np.random.default_rng(0)
     mask = np.zeros(shape, dtype=bool)
     for x, y, z in rng.integers(10, 190, size=(300, 3)):
         mask[x : x + 2, y : y + 2, z : z + int(rng.integers(3, 15))] = True
-    start = time.perf_counter()
     _, columns = measure_components(mask, np.diag([0.8, 0.8, 0.8, 1.0]), mask.astype(np.float32))
-    assert 200 < len(columns["voxels"]) <= 300
-    assert time.perf_counter() - start < 20
+    count = label_components(mask)[1]
+    assert 200 < len(columns["voxels"]) == count <= 300 and int(np.sum(columns["voxels"])) == int(mask.sum())

@@ -18,20 +18,19 @@ from scripts.evaluation.case_metrics import CASE_METRICS
 from scripts.evaluation.frangi import AGREEMENT_FIGURE_FILE as FRANGI_AGREEMENT_FIGURE_FILE
 from scripts.evaluation.frangi import PER_CASE_JSON as FRANGI_PER_CASE_JSON
 from scripts.evaluation.frangi import SUMMARY_FILE as FRANGI_SUMMARY_FILE
+from scripts.evaluation.native_labels import NativeLabeld
 from scripts.evaluation.native_space import (
     AGREEMENT_FIGURE_FILE,
     FIGURE_FILE,
     PER_CASE_CSV,
     PER_CASE_JSON,
     SUMMARY_FILE,
-    NativeLabeld,
     NativeSpaceMetricsHandler,
     prediction_name,
-    ras_spacing,
-    to_ras,
 )
 from scripts.io import sha256_file
 from scripts.model.model_file import check_model_file
+from scripts.nifti import ras_spacing, to_ras
 
 EVAL_CONFIGS = "['configs/train.json','configs/evaluate.json']"
 # A non-RAS grid (axis 0 runs anterior -> posterior, axis 1 right -> left), anisotropic and non-cubic: the

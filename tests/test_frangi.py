@@ -12,6 +12,8 @@ from scripts.evaluation.frangi import (
     PER_CASE_JSON,
     SUMMARY_FILE,
     choose_threshold,
+    default_candidates,
+    dice_per_threshold,
     frangi_vesselness,
     run_frangi_baseline,
     sigmas_in_voxels,
@@ -72,8 +74,11 @@ def test_sigmas_in_voxels_floor_and_deduplicate():
 
 def test_choose_threshold_reaches_good_dice_on_a_tube():
     image, label = tube_case(0)
-    threshold, dice = choose_threshold([frangi_vesselness(image, SPACING)], [label])
-    assert threshold > 0
+    vesselness = frangi_vesselness(image, SPACING)
+    threshold, dice = choose_threshold([vesselness], [label])
+    candidates = default_candidates([vesselness])
+    per_threshold = dice_per_threshold(vesselness, label, candidates)
+    assert threshold in candidates and dice == pytest.approx(per_threshold.max())  # the best candidate, not another
     assert dice > 0.5
 
 

@@ -37,9 +37,10 @@ from skimage.filters import frangi, threshold_otsu
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.metrics import overlap_from_counts
+from scripts.evaluation.native_labels import load_native_label
 from scripts.evaluation.summary import write_results
 from scripts.masks import reference_mask
-from scripts.nifti import check_spacing
+from scripts.nifti import check_spacing, header_spacing
 from scripts.tables import SUBJECT_KEY
 
 logger = logging.getLogger("pvs_bundle.frangi")
@@ -265,8 +266,8 @@ def load_case(item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[float
             f"{item['label']} must have the shape of {item['image']}, {image_nii.shape}, not {label_nii.shape}."
         )
     image = image_nii.get_fdata(dtype=np.float32)
-    label = reference_mask(np.asanyarray(label_nii.dataobj))
-    spacing = tuple(float(z) for z in image_nii.header.get_zooms()[:3])
+    label = load_native_label(item["label"]).numpy()[0] > 0  # the reference rule, as evaluation reads labels
+    spacing = header_spacing(image_nii)
     return image, label, spacing
 
 

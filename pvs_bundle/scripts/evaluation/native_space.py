@@ -1,8 +1,9 @@
-"""Test-set evaluation in each label's native grid: the native label, the per-case metrics handler, file names.
+"""Test-set evaluation in each label's native grid: the per-case metrics handler, its files and their names.
 
 The evaluation postprocessing (``configs/evaluate.json``) maps each prediction back to its image's original grid
 with ``Invertd`` (through CropForeground, Spacing and Orientation) and binarises it at >= 0.5 (``AsDiscreted``);
-the label is not preprocessed at all but read once, in its own grid, from its file (:class:`NativeLabeld`), with
+the label is not preprocessed at all but read once, in its own grid, from its file
+(:class:`scripts.evaluation.native_labels.NativeLabeld`), with
 VALDO's reference rule (non-zero after rounding to one decimal, :mod:`scripts.masks`). Every metric,
 the evaluator's ``val_dice`` included, is therefore computed in the grid the reference was drawn in, whatever the
 training ``pixdim``. :class:`NativeSpaceMetricsHandler` scores each case with
@@ -22,20 +23,19 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
-from ignite.engine import Engine, Events
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from ignite.engine import Engine
+from monai.transforms import Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-from scripts.data.datalist import case_id, parse_entities, strip_nifti_suffix
+from scripts.case_handler import PerCaseHandler
+from scripts.bids import case_id, parse_entities, strip_nifti_suffix
 from scripts.distributed import gather_in_order, is_main_process, process_rank_and_count
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
+from scripts.evaluation.native_labels import SPACING_KEY, check_same_grid, source_file
 from scripts.evaluation.summary import write_results
 from scripts.io import sha256_file
-from scripts.masks import prediction_mask, reference_mask
+from scripts.masks import prediction_mask
 from scripts.nifti import ras_spacing, to_ras
 from scripts.reports.figures import save_visualization_grid
 from scripts.tables import RATIO_DECIMALS, SUBJECT_KEY
@@ -55,84 +55,6 @@ RESULT_FILES: dict[str, str] = {
 }
 # the evaluator's metrics are defined once, in train.json's validate#metrics, with validation names
 VALIDATION_PREFIX, TEST_PREFIX = "val_", "test_"
-SPACING_KEY = "spacing_mm"
-AFFINE_TOLERANCE_MM = 1e-3
-
-
-def source_file(data: Any, key: Hashable) -> str:
-    """Return the file a loaded image came from, as MONAI's ``LoadImage`` recorded it in its metadata.
-
-    Args:
-        data: a MetaTensor produced by ``LoadImaged`` and later transforms.
-        key: its key in the data dict, for the error message.
-
-    Returns:
-        The file path.
-
-    Raises:
-        ValueError: when ``data`` is not a MetaTensor that records its source file.
-    """
-    filename = data.meta.get(ImageMetaKey.FILENAME_OR_OBJ) if isinstance(data, MetaTensor) else None
-    if not isinstance(filename, str) or not filename:
-        raise ValueError(
-            f"{key!r} must be a MetaTensor loaded from a file (with meta[{ImageMetaKey.FILENAME_OR_OBJ!r}]), "
-            f"not {type(data).__name__}."
-        )
-    return filename
-
-
-def load_native_label(path: str | os.PathLike[str]) -> MetaTensor:
-    """Read a label in its own grid, binarised by the reference rule, channel first, with its affine and spacing.
-
-    Args:
-        path: the label NIfTI file.
-
-    Returns:
-        A float32 MetaTensor of shape (1, X, Y, Z) in the file's voxel order; ``meta["spacing_mm"]`` holds the
-        voxel size from the header and ``meta["filename_or_obj"]`` the path.
-
-    Raises:
-        ValueError: if the label is not a 3D volume.
-    """
-    image = nib.load(str(path))
-    if len(image.shape) != 3:
-        raise ValueError(f"label {path} must be a 3D volume, not of shape {image.shape}.")
-    mask = reference_mask(np.asanyarray(image.dataobj))
-    meta = {
-        ImageMetaKey.FILENAME_OR_OBJ: str(path),
-        SPACING_KEY: tuple(float(z) for z in image.header.get_zooms()[:3]),
-    }
-    return MetaTensor(torch.from_numpy(mask[None].astype(np.float32)), affine=torch.as_tensor(image.affine), meta=meta)
-
-
-class NativeLabeld(MapTransform):
-    """Put under each key the label read from its original file (see :func:`load_native_label`).
-
-    Resampling a thin-structure label and back is lossy, so the reference for scoring is read from disk, in the
-    grid it was drawn in, instead of being inverted.
-
-    Args:
-        keys: keys of the labels: MetaTensors that record their source file, or (with ``path_key``) anything.
-        path_key: key of the label's file path, when the label itself was not loaded (evaluation loads only the
-            image; the engine's output then holds no label).
-        allow_missing_keys: do not fail when a key is absent.
-    """
-
-    def __init__(self, keys: KeysCollection, path_key: str | None = None, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.path_key = path_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Swap every label for its native version.
-
-        Raises:
-            ValueError: if a label does not record its source file and there is no path under ``path_key``.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            path = d.get(self.path_key) if self.path_key is not None else None
-            d[key] = load_native_label(path if isinstance(path, str | os.PathLike) else source_file(d[key], key))
-        return d
 
 
 def prediction_name(metadict: dict | None, saver: Transform) -> dict[str, Any]:
@@ -158,33 +80,7 @@ def prediction_name(metadict: dict | None, saver: Transform) -> dict[str, Any]:
     return {"subject": case_id(entities), "idx": None}
 
 
-def check_same_grid(
-    pred: np.ndarray, pred_affine: Any, label: np.ndarray, label_affine: np.ndarray, label_file: str
-) -> None:
-    """Check that a prediction inverted to the native grid lies on its label's grid.
-
-    Args:
-        pred: the 3D prediction.
-        pred_affine: its affine (None if it carries none: then only the shapes are compared).
-        label: the 3D label.
-        label_affine: the label's affine.
-        label_file: the label's path, for the message.
-
-    Raises:
-        ValueError: if the shapes differ or the affines differ by more than 0.001 mm.
-    """
-    affine = None if pred_affine is None else convert_to_numpy(pred_affine).astype(np.float64)
-    if pred.shape != label.shape or (
-        affine is not None and not np.allclose(affine, label_affine, atol=AFFINE_TOLERANCE_MM)
-    ):
-        raise ValueError(
-            f"the prediction inverted to the native grid must match the label {label_file} (shape {label.shape}, "
-            f"affine {label_affine.tolist()}), not shape {pred.shape}, affine "
-            f"{None if affine is None else affine.tolist()}: are the image and its label on the same grid?"
-        )
-
-
-class NativeSpaceMetricsHandler:
+class NativeSpaceMetricsHandler(PerCaseHandler):
     """Score every test case in its label's native grid and write the tables, the summary and the figure.
 
     Attach to the evaluator, whose postprocessing must leave, per item, the binary prediction inverted to the
@@ -245,29 +141,11 @@ class NativeSpaceMetricsHandler:
         self.figure_cases: list[dict[str, Any]] = []
         self.figure_spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
 
-    def attach(self, engine: Engine) -> None:
-        """Register on the evaluator: reset on STARTED, score on ITERATION_COMPLETED, write on COMPLETED."""
-        engine.add_event_handler(Events.STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.score_iteration)
-        engine.add_event_handler(Events.COMPLETED, self)
-
     def reset(self, engine: Engine) -> None:
         """Forget the cases of a previous run."""
         self.rows, self.figure_cases = [], []
 
-    def score_iteration(self, engine: Engine) -> None:
-        """Score every case of the batch just evaluated.
-
-        Raises:
-            ValueError: if a prediction and its label are not on the same grid.
-        """
-        outputs, batch = engine.state.output, engine.state.batch
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        batch = batch if isinstance(batch, list) else [batch]
-        for item_batch, item_output in zip(batch, outputs, strict=True):
-            self.score_case({**item_batch, **item_output})
-
-    def score_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+    def handle_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
         """Score one case (a dict with the native prediction, the native label and the preprocessed image).
 
         Returns:

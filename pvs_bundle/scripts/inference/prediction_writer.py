@@ -17,10 +17,11 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.utils import ImageMetaKey, convert_to_numpy
 
+from scripts.case_handler import PerCaseHandler
 from scripts.distributed import gather_in_order, is_main_process
 from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
@@ -37,7 +38,7 @@ logger = logging.getLogger("pvs_bundle.prediction_writer")
 ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), CONTRAST_COLUMN, "image")
 
 
-class PredictionWriter:
+class PredictionWriter(PerCaseHandler):
     """Write every case's PVS mask (and probability map) in its input's space, then the burden table.
 
     Attach to the inference evaluator. Per item, the postprocessing must leave the binary mask under ``pred``,
@@ -77,25 +78,17 @@ class PredictionWriter:
         self.measurement = measurement
         self.rows: list[dict[str, Any]] = []
 
-    def attach(self, engine: Engine) -> None:
-        """Register on the evaluator: reset on STARTED, write cases on ITERATION_COMPLETED, the table on COMPLETED."""
-        engine.add_event_handler(Events.STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_iteration)
-        engine.add_event_handler(Events.COMPLETED, self)
-
     def reset(self, engine: Engine) -> None:
         """Forget the cases of a previous run."""
         self.rows = []
         if self.measurement is not None:
             self.measurement.reset()
 
-    def write_iteration(self, engine: Engine) -> None:
-        """Write every case of the batch just segmented."""
-        outputs, batch = engine.state.output, engine.state.batch
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        batch = batch if isinstance(batch, list) else [batch]
-        for item_batch, item_output in zip(batch, outputs, strict=True):
-            self.rows.append(self.write_case({**item_batch, **item_output}))
+    def handle_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
+        """Write one case (see :meth:`write_case`) and keep its table row."""
+        row = self.write_case(item)
+        self.rows.append(row)
+        return row
 
     def write_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
         """Write one case's outputs and return its table row.

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.utils import convert_to_numpy
 
+from scripts.case_handler import PerCaseHandler
 from scripts.measurement.census import CENSUS_COLUMNS, census_rows, measure_components
 from scripts.tables import write_table
 
@@ -21,7 +22,7 @@ CENSUS_CSV = "test_pvs_census.csv"
 CENSUS_JSON = "test_pvs_census.json"
 
 
-class PredictionCensusHandler:
+class PredictionCensusHandler(PerCaseHandler):
     """Census every test prediction and write ``test_pvs_census.csv`` and ``.json`` into ``output_dir``.
 
     Attach to the evaluator, whose postprocessing must leave the binary prediction inverted to the native grid
@@ -40,25 +41,11 @@ class PredictionCensusHandler:
         self.id_key = id_key
         self.rows: list[dict[str, Any]] = []
 
-    def attach(self, engine: Engine) -> None:
-        """Register on the evaluator: reset on STARTED, measure on ITERATION_COMPLETED, write on COMPLETED."""
-        engine.add_event_handler(Events.STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.measure_iteration)
-        engine.add_event_handler(Events.COMPLETED, self)
-
     def reset(self, engine: Engine) -> None:
         """Forget the cases of a previous run."""
         self.rows = []
 
-    def measure_iteration(self, engine: Engine) -> None:
-        """Census every prediction of the batch just evaluated."""
-        outputs, batch = engine.state.output, engine.state.batch
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        batch = batch if isinstance(batch, list) else [batch]
-        for item_batch, item_output in zip(batch, outputs, strict=True):
-            self.measure_case({**item_batch, **item_output})
-
-    def measure_case(self, item: Mapping[Hashable, Any]) -> list[dict[str, Any]]:
+    def handle_case(self, item: Mapping[Hashable, Any]) -> list[dict[str, Any]]:
         """Census one prediction and return its rows.
 
         Raises:
