@@ -186,11 +186,15 @@ def test_bad_stored_tta_names_the_file_and_the_fix(tmp_path):
 
 @pytest.mark.parametrize("stored", ["mirror", "none"])
 def test_the_demo_recipes_tta_reaches_evaluation_and_inference_in_the_documented_config_order(tmp_path, stored):
-    """README: evaluation reads train.json, demo.json, evaluate.json; inference reads inference.json, demo.json."""
+    """README: evaluation reads train.json, demo.json, evaluate.json; inference reads inference.json, demo.json.
+
+    demo.json sets the recipe's ``model_tta`` (stored with the model), not ``tta`` (used at test time), so both
+    follow the model under ``tta auto`` whatever the order of the configs."""
     (tmp_path / "model.json").write_text(json.dumps({"tta": stored}))
     demo = [str(CONFIGS / f) for f in ("train.json", "demo.json")]
     training = ConfigParser(ConfigParser.load_config_files(demo))
-    assert training["tta"] == "mirror"  # what the demo recipe's BestModelSaver stores with its model
+    assert training["model_tta"] == "mirror"  # what the demo recipe's BestModelSaver stores with its model
+    assert "tta" not in training and training.get_parsed_content("validate#best_model_saver").tta == "mirror"
     evaluation = ConfigParser(ConfigParser.load_config_files([*demo, str(CONFIGS / "evaluate.json")]))
     evaluation["model_file"] = str(tmp_path / "model.pt")
     inferer = evaluation.get_parsed_content("validate#inferer").inferer
@@ -198,7 +202,7 @@ def test_the_demo_recipes_tta_reaches_evaluation_and_inference_in_the_documented
     files = [str(CONFIGS / f) for f in ("inference.json", "demo.json")]
     inference = ConfigParser(ConfigParser.load_config_files(files))
     inference["model_file"] = str(tmp_path / "model.pt")
-    assert isinstance(inference.get_parsed_content("precision_inferer").inferer, MirrorInferer)  # demo.json's own
+    assert isinstance(inference.get_parsed_content("precision_inferer").inferer, MirrorInferer) == (stored == "mirror")
 
 
 @pytest.mark.parametrize(
