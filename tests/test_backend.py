@@ -43,7 +43,7 @@ def test_auto_picks_openvino_on_a_cpu_when_it_imports_and_names_are_checked():
         "eager", "auto: a CUDA device (cuda:0), eager PyTorch with AMP"
     )
     assert resolve_backend("onnxruntime", "cpu") == Backend("onnxruntime", "set by --backend")
-    assert set(BACKENDS) == {"auto", "eager", "torchscript", "onnxruntime", "openvino"}
+    assert set(BACKENDS) == {"auto", "eager", "export", "torchscript", "onnxruntime", "openvino"}
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("tensorrt", "cpu")
     with pytest.raises(ValueError, match="runs on the CPU only"):
@@ -110,7 +110,7 @@ def test_two_processes_exporting_at_once_leave_one_whole_file_exported_once(tmp_
     assert backends._valid(backends.Path(path), backends.sha256_file(model))
 
 
-@pytest.mark.parametrize("name", ["onnxruntime", "torchscript", "openvino"])
+@pytest.mark.parametrize("name", ["onnxruntime", "torchscript", "openvino", "export"])
 def test_exported_backends_agree_with_the_pytorch_network(tmp_path, name):
     if name == "openvino" and not openvino_available():
         pytest.skip("openvino is not installed (requirements.txt installs it)")
@@ -121,3 +121,15 @@ def test_exported_backends_agree_with_the_pytorch_network(tmp_path, name):
     with torch.no_grad():
         np.testing.assert_allclose(runner(x).numpy(), eager(x).numpy(), atol=1e-4)
     assert runner is not eager and len(list(model.parent.glob("model.*.*"))) == 2  # the export and its sidecar
+
+
+def test_the_exported_program_of_the_unetplusplus_takes_other_batch_and_window_sizes(tmp_path):
+    from scripts.model.network import build_unetplusplus
+
+    network = build_unetplusplus("efficientnet-b0", None, decoder_channels=(16, 8, 8, 8, 8), norm="group").eval()
+    model = tmp_path / "model.pt"
+    torch.save(network.state_dict(), model)
+    runner = inference_network(Backend("export", "test"), network, model, (64, 64, 64))
+    x = torch.randn(3, 1, 64, 96, 128)
+    with torch.no_grad():
+        np.testing.assert_allclose(runner(x).numpy(), network(x).numpy(), atol=1e-4)

@@ -5,7 +5,10 @@
 - ``auto`` (the default): on a CUDA device, ``eager`` (with AMP, as ``precision`` says); on a CPU, ``openvino`` when
   OpenVINO imports (the fastest CPU path measured, ``docs/performance.md``), else ``eager``;
 - ``eager``: the PyTorch network itself (bf16 autocast on a CPU that computes it natively);
-- ``torchscript``: the network traced with ``torch.jit.trace`` (what ``ckpt_export`` writes);
+- ``export``: the network's ``torch.export`` program (``.pt2``, PyTorch's successor to TorchScript), with dynamic
+  batch and spatial sizes (any multiple of 32 with one axis at least 64; a 32³ window exports at that size);
+- ``torchscript``: the network traced with ``torch.jit.trace`` (what ``ckpt_export`` writes; TorchScript is
+  deprecated in PyTorch, ``export`` is its successor);
 - ``onnxruntime`` and ``openvino``: the network exported to ONNX and run by ONNX Runtime or OpenVINO.
 
 An exported backend needs a file: the one named by ``onnx_file`` / ``ts_file`` when given (the overlays
@@ -38,8 +41,9 @@ from scripts.io import atomic_write_json, sha256_file
 
 logger = logging.getLogger("pvs_bundle.backend")
 
-BACKENDS: tuple[str, ...] = ("auto", "eager", "torchscript", "onnxruntime", "openvino")
-EXPORTED: dict[str, str] = {"torchscript": "ts", "onnxruntime": "onnx", "openvino": "onnx"}  # backend -> file kind
+BACKENDS: tuple[str, ...] = ("auto", "eager", "export", "torchscript", "onnxruntime", "openvino")
+# backend -> the kind (extension) of the file it runs
+EXPORTED: dict[str, str] = {"export": "pt2", "torchscript": "ts", "onnxruntime": "onnx", "openvino": "onnx"}
 CACHE_ENV = "PVS_BUNDLE_CACHE"
 ONNX_OPSET = 18
 HASH_CHARS = 16  # of the model's SHA-256, in a cached file's name
@@ -196,6 +200,19 @@ def export_onnx(network: nn.Module, path: Path, window: Sequence[int]) -> None:
     )
 
 
+def export_program(network: nn.Module, path: Path, window: Sequence[int]) -> None:
+    """Export ``network`` (fp32, CPU) with ``torch.export``, batch and spatial sizes dynamic where it allows.
+
+    The example has a batch of 2 at the window's size, so neither is specialised to 1; segmentation_models_pytorch_3d's
+    UNet++ then runs any batch and any multiple of 32 with one axis at least 64 (its 32³ case is specialised).
+    """
+    example = torch.zeros((2, 1, *[int(s) for s in window]), dtype=torch.float32)
+    dynamic = {axis: torch.export.Dim.AUTO for axis in (0, 2, 3, 4)}
+    with torch.no_grad():
+        program = torch.export.export(network.float().cpu().eval(), (example,), dynamic_shapes=(dynamic,))
+    torch.export.save(program, str(path))
+
+
 def export_torchscript(network: nn.Module, path: Path, window: Sequence[int]) -> None:
     """Trace ``network`` (fp32, CPU) with a window-sized input and save it (segmentation_models_pytorch_3d: trace)."""
     example = torch.zeros((1, 1, *[int(s) for s in window]), dtype=torch.float32)
@@ -239,7 +256,7 @@ def inference_network(
     if export_file is not None:
         path = Path(export_file).expanduser()
     else:
-        exporter: Any = export_onnx if kind == "onnx" else export_torchscript
+        exporter: Any = {"onnx": export_onnx, "ts": export_torchscript, "pt2": export_program}[kind]
 
         def export(target: Path) -> None:
             exporter(load_weights(network, model_file), target, window)
@@ -247,6 +264,8 @@ def inference_network(
         path = cached_export(model_file, kind, export)
     if backend.name == "torchscript":
         return torch.jit.load(str(path), map_location=device)
+    if backend.name == "export":
+        return torch.export.load(str(path)).module().to(device)
     if backend.name == "onnxruntime":
         from scripts.model.onnx_network import OnnxRuntimeNetwork
 
