@@ -12,7 +12,8 @@ from conftest import BUNDLE_ROOT, CONFIGS, run_bundle, synthetic_case, write_nif
 from inference_helpers import output
 from monai.bundle import ConfigParser
 
-from scripts.data.datalist import ANAT_CONTRASTS, as_contrasts, find_pairs, load_or_create_datalist
+from scripts.bids import ANAT_CONTRASTS, as_contrasts
+from scripts.data.datalist import find_pairs, load_or_create_datalist
 from scripts.errors import PREFIX, BundleError
 from scripts.inference.inference_inputs import inference_datalist
 from scripts.inference.prediction_writer import ID_COLUMNS

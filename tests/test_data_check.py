@@ -14,14 +14,9 @@ from monai.data import MetaTensor
 from monai.transforms import Orientation, Spacing
 from scipy.spatial.transform import Rotation
 
-from scripts.data.data_check import (
-    check_cases,
-    check_dataset,
-    raise_on_errors,
-    resampled_shape,
-    run_check,
-    write_report,
-)
+from scripts.data.check.report import raise_on_errors, write_report
+from scripts.data.check.run import check_cases, check_dataset, run_check
+from scripts.data.check.volumes import resampled_shape
 from scripts.data.datalist import find_pairs
 
 PATCH = (32, 32, 32)  # the fixtures are 40 x 48 x 36: no volume is smaller than this patch
@@ -448,7 +443,7 @@ def test_run_check_returns_the_report_when_clean(dataset, tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.data.data_check", *args],
+        [sys.executable, "-m", "scripts.data.check", *args],
         cwd=BUNDLE_ROOT,
         env=bundle_env(),
         capture_output=True,

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from conftest import make_bids_dataset, synthetic_case, write_nifti
 
+from scripts.bids import parse_entities
 from scripts.data.datalist import (
     SPLITS,
     create_datalist,
     find_pairs,
     load_or_create_datalist,
-    parse_entities,
     split_subjects,
 )
 
@@ -149,7 +149,7 @@ def test_must_exist_refuses_to_build_a_new_split(bids_dataset, tmp_path):
 
 
 def test_relative_dataset_dir_gives_absolute_paths_the_data_check_accepts(bids_dataset, tmp_path, monkeypatch):
-    from scripts.data.data_check import check_cases
+    from scripts.data.check.run import check_cases
 
     monkeypatch.chdir(bids_dataset.parent)
     datalist = load_or_create_datalist(bids_dataset.name, tmp_path / "out" / "datalist.json")

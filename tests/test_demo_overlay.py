@@ -10,7 +10,7 @@ from conftest import CONFIGS
 from monai.bundle import ConfigParser
 from test_data_check import damage, image_path, mask_path, truncate
 
-from scripts.data.data_check import check_dataset
+from scripts.data.check.run import check_dataset
 from scripts.data.demo_data import generate_dataset
 
 SHAPE = (64, 80, 72)

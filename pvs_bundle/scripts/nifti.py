@@ -1,4 +1,9 @@
-"""NIfTI grids: voxel sizes, RAS ordering, and the one writer of gzipped NIfTI files.
+"""NIfTI files: what reading one can fail with, voxel sizes, RAS ordering, and the one writer of gzipped NIfTI files.
+
+Reading is checked in two steps, as nibabel reads: the header (:data:`HEADER_ERRORS`: not NIfTI, not gzip, cut
+short), then the voxels (:data:`DATA_ERRORS`: truncated or corrupt data, often behind a readable header); a float
+volume must also hold finite values (:func:`finite_voxels`). The data check and inference's input check both
+validate files with these.
 
 Every stage that reads a voxel size, reorders a volume for display or writes a ``.nii.gz`` does it here, so a mask
 written by inference, a demo image and a cached synthetic volume share one convention: gzip with ``mtime=0`` (the same
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +22,35 @@ import nibabel as nib
 import numpy as np
 
 from scripts.io import atomic_write
+
+# What reading a NIfTI header raises: not NIfTI, not gzip, cut inside the header, no permission.
+HEADER_ERRORS: tuple[type[Exception], ...] = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    nib.wrapstruct.WrapStructError,
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+)
+# What reading the voxels behind a readable header raises: truncated or corrupt (compressed) data.
+DATA_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, ValueError)
+
+
+def finite_voxels(data: np.ndarray) -> np.ndarray | None:
+    """The mask of finite voxels of float data, or None for other data (which holds no NaN or Inf)."""
+    return np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else None
+
+
+def count_non_finite(data: np.ndarray, finite: np.ndarray | None = None) -> int:
+    """The number of NaN/Inf voxels of a volume (0 for integer data).
+
+    Args:
+        data: the voxels.
+        finite: their :func:`finite_voxels`, when already computed.
+    """
+    finite = finite_voxels(data) if finite is None else finite
+    return 0 if finite is None else int(data.size - np.count_nonzero(finite))
 
 
 def voxel_size(affine: np.ndarray) -> np.ndarray:

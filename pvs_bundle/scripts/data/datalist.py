@@ -1,24 +1,23 @@
 """BIDS datalist: pair images with PVS masks by their entities, filter, split by subject, save once.
 
-The layout is that of OpenNeuro ds005595::
+The dataset is found by the BIDS layout scan (:mod:`scripts.bids`), laid out like OpenNeuro ds005595::
 
     sub-001/anat/sub-001_T2w.nii.gz
     derivatives/mask/sub-001/sub-001_desc-mask_PVS.nii.gz
 
 Sessions (``sub-*/ses-*/anat``) and the ``acq`` and ``run`` entities are supported; an image and a mask
 pair when their (sub, ses, acq, run) entities are equal. The images are those of the ``contrasts`` given (BIDS
-anatomical suffixes, :data:`ANAT_CONTRASTS`): T2w unless told, as training uses; evaluation passes the contrasts
-the model was trained for (:func:`scripts.model.model_file.resolve_contrasts`). A case with images of two of
-them is refused: one run scores one contrast per case.
+anatomical suffixes, :data:`scripts.bids.ANAT_CONTRASTS`): T2w unless told, as training uses; evaluation passes the
+contrasts the model was trained for (:func:`scripts.model.model_file.resolve_contrasts`). A case with images of two
+of them is refused: one run scores one contrast per case. A mask with no PVS voxel is left out, and the split is
+made by subject, written once and reused by every later run.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,113 +25,25 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from scripts.bids import (
+    DEFAULT_CONTRASTS,
+    LABEL_SUFFIX,
+    as_contrasts,
+    case_id,
+    contrast_names,
+    find_images,
+    find_labels,
+    image_pattern,
+    name_suffix,
+    pair_key,
+    parse_entities,
+)
 from scripts.io import atomic_write_json
 from scripts.masks import LABEL_THRESHOLD
 
 logger = logging.getLogger("pvs_bundle.datalist")
 
-PAIR_ENTITIES: tuple[str, ...] = ("sub", "ses", "acq", "run")
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-# BIDS anatomical image suffixes (BIDS 1.9, anat: non-parametric, parametric maps, file collections; not masks).
-ANAT_CONTRASTS: tuple[str, ...] = tuple(
-    (  # noqa: SIM905 - a word list reads best as words
-        "T1w T2w PDw T2starw FLAIR inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map R2map R2starmap PDmap "
-        "MTRmap MTsat UNIT1 T1rho MWFmap MTVmap Chimap S0map M0map MEGRE MESE VFA IRT1 MP2RAGE MPM MTS MTR"
-    ).split()
-)
-DEFAULT_CONTRASTS: tuple[str, ...] = ("T2w",)
-_ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)(?=_|$)")
-_SUFFIX = re.compile(r"_([a-zA-Z0-9]+)$")
-
-
-def strip_nifti_suffix(name: str) -> str | None:
-    """Return a file name without its .nii or .nii.gz extension, or None if it is not NIfTI."""
-    for ext in NIFTI_SUFFIXES:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return None
-
-
-def as_contrasts(value: str | Sequence[str], name: str = "contrasts") -> tuple[str, ...]:
-    """Return the contrasts a setting names, checked against the BIDS anatomical suffixes :data:`ANAT_CONTRASTS`.
-
-    Args:
-        value: a list of suffixes (``["T2w", "T1w"]``), one suffix (``"T1w"``), or either as the command line may
-            give it (``"['T2w','T1w']"``, ``"T2w,T1w"``).
-        name: the setting, named in the error.
-
-    Returns:
-        The suffixes, in the order given, without repeats.
-
-    Raises:
-        ValueError: if ``value`` is empty or names a suffix that is not a BIDS anatomical image contrast.
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            parsed = ast.literal_eval(text) if text.startswith(("[", "(")) else text.split(",")
-        except (ValueError, SyntaxError):
-            parsed = [text]
-        value = [parsed] if isinstance(parsed, str) else parsed
-    items = [str(v).strip() for v in value] if isinstance(value, Sequence) else []
-    unknown = [v for v in items if v not in ANAT_CONTRASTS]
-    if not items or unknown:
-        raise ValueError(
-            f"{name} must be BIDS anatomical suffixes such as ['T2w', 'T1w', 'FLAIR'] (any of {list(ANAT_CONTRASTS)}), "
-            f"not {value!r}."
-        )
-    return tuple(dict.fromkeys(items))
-
-
-def contrast_names(contrasts: Sequence[str], joiner: str = "or") -> str:
-    """Name contrasts in a sentence: ``T2w``, ``T2w or T1w``, ``T2w, T1w or FLAIR``."""
-    names = list(contrasts)
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {joiner} {names[-1]}"
-
-
-def image_pattern(contrasts: Sequence[str]) -> str:
-    """The BIDS layout of images of these contrasts, for messages: ``sub-*/[ses-*/]anat/*_T2w.nii[.gz]``."""
-    suffix = contrasts[0] if len(contrasts) == 1 else "{" + ",".join(contrasts) + "}"
-    return f"sub-*/[ses-*/]anat/*_{suffix}.nii[.gz]"
-
-
-def name_suffix(name: str) -> str | None:
-    """The suffix a NIfTI file name ends with (``T2w`` of ``sub-001_T2w.nii.gz``), or None (not NIfTI, no ``_``)."""
-    stem = strip_nifti_suffix(name)
-    return stem.rsplit("_", 1)[1] if stem is not None and "_" in stem else None
-
-
-def parse_entities(path: str | Path) -> tuple[dict[str, str], str]:
-    """Parse the BIDS entities and suffix of a NIfTI file name.
-
-    Args:
-        path: a file path such as ``sub-01/ses-2/anat/sub-01_ses-2_run-1_T2w.nii.gz``.
-
-    Returns:
-        The entities (e.g. ``{"sub": "01", "ses": "2", "run": "1"}``) and the suffix (``"T2w"``).
-
-    Raises:
-        ValueError: if the name is not a NIfTI file with a ``sub-`` entity and a suffix.
-    """
-    stem = strip_nifti_suffix(Path(path).name)
-    if stem is None:
-        raise ValueError(f"{path}: must be a NIfTI file (.nii or .nii.gz).")
-    entities = dict(_ENTITY.findall(stem))
-    suffix = _SUFFIX.search(stem)
-    if "sub" not in entities or suffix is None or "-" in suffix.group(1):
-        raise ValueError(f"{path}: must be a BIDS name like sub-<label>[_ses-<label>]..._<suffix>.nii.gz.")
-    return entities, suffix.group(1)
-
-
-def pair_key(entities: dict[str, str]) -> tuple[str | None, ...]:
-    """Return the key that pairs an image with its mask: its (sub, ses, acq, run) entities."""
-    return tuple(entities.get(k) for k in PAIR_ENTITIES)
-
-
-def case_id(entities: dict[str, str]) -> str:
-    """Return a readable case id such as ``sub-001`` or ``sub-001_ses-2_run-1``."""
-    return "_".join(f"{k}-{entities[k]}" for k in PAIR_ENTITIES if k in entities)
 
 
 @dataclass
@@ -174,23 +85,6 @@ def _index(files: list[Path], root: Path, suffixes: Sequence[str]) -> dict[tuple
             )
         index[key] = f
     return index
-
-
-def find_images(dataset_dir: Path, contrasts: Sequence[str] = DEFAULT_CONTRASTS) -> list[Path]:
-    """List the images of the given contrasts in a BIDS dataset: ``sub-*/[ses-*/]anat/*_<contrast>.nii[.gz]``.
-
-    Raises:
-        ValueError: if ``contrasts`` names no BIDS anatomical contrast.
-    """
-    wanted = as_contrasts(contrasts)
-    found = list(dataset_dir.glob("sub-*/anat/*.nii*")) + list(dataset_dir.glob("sub-*/ses-*/anat/*.nii*"))
-    return sorted(f for f in found if name_suffix(f.name) in wanted)
-
-
-def find_labels(dataset_dir: Path, label_dir: str) -> list[Path]:
-    """List the PVS masks under ``dataset_dir/label_dir/sub-*`` (any depth)."""
-    found = (dataset_dir / label_dir).glob("sub-*/**/*_PVS.nii*")
-    return sorted(f for f in found if strip_nifti_suffix(f.name) is not None)
 
 
 def mask_is_empty(path: Path) -> bool:
@@ -250,7 +144,7 @@ def find_pairs(
     """
     contrasts = as_contrasts(contrasts)
     images = _index(find_images(dataset_dir, contrasts), dataset_dir, contrasts)
-    labels = _index(find_labels(dataset_dir, label_dir), dataset_dir, ("PVS",))
+    labels = _index(find_labels(dataset_dir, label_dir), dataset_dir, (LABEL_SUFFIX,))
     report = DatalistReport()
     cases = []
     for key in sorted(images, key=lambda k: tuple(v or "" for v in k)):

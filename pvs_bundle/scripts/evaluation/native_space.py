@@ -27,8 +27,8 @@ from ignite.engine import Engine
 from monai.transforms import Transform
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-from scripts.case_handler import PerCaseHandler
 from scripts.bids import case_id, parse_entities, strip_nifti_suffix
+from scripts.case_handler import PerCaseHandler
 from scripts.distributed import gather_in_order, is_main_process, process_rank_and_count
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD

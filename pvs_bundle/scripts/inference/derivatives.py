@@ -25,8 +25,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
 from scripts.io import atomic_write_json, sha256_file
+from scripts.nifti import DATA_ERRORS, HEADER_ERRORS
 
 logger = logging.getLogger("pvs_bundle.derivatives")
 

@@ -3,7 +3,7 @@
 Three ways to give inputs (``input_files``, when not empty, takes precedence over ``dataset_dir``):
 
 - a BIDS dataset: the images of the contrasts the model accepts, ``sub-*/[ses-*/]anat/*_<contrast>.nii[.gz]``
-  (:func:`scripts.data.datalist.find_images`); outputs mirror ``sub-*/[ses-*/]anat/`` under ``output_dir``;
+  (:func:`scripts.bids.find_images`); outputs mirror ``sub-*/[ses-*/]anat/`` under ``output_dir``;
 - a folder of NIfTI files (``*.nii``, ``*.nii.gz`` directly in it; other files are ignored with a warning);
 - an explicit list of NIfTI files.
 
@@ -48,8 +48,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.data.data_check import DATA_ERRORS, HEADER_ERRORS
-from scripts.data.datalist import (
+from scripts.bids import (
     ANAT_CONTRASTS,
     DEFAULT_CONTRASTS,
     as_contrasts,
@@ -57,12 +56,14 @@ from scripts.data.datalist import (
     find_images,
     image_pattern,
     name_suffix,
+    named_contrast,
     parse_entities,
     strip_nifti_suffix,
 )
 from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
 from scripts.model.model_file import trained_for
+from scripts.nifti import DATA_ERRORS, HEADER_ERRORS, count_non_finite
 from scripts.settings import as_bool, as_volume_index
 
 logger = logging.getLogger("pvs_bundle.inference_inputs")
@@ -70,11 +71,6 @@ logger = logging.getLogger("pvs_bundle.inference_inputs")
 MASK_SUFFIX = "_desc-pvs_mask.nii.gz"
 PROBSEG_SUFFIX = "_desc-pvs_probseg.nii.gz"
 DONE_KEY = "recorded_row"  # the PVS burden row of an input whose outputs are complete (skip_existing)
-# BIDS suffixes: the anatomical image contrasts, other anatomical and raw ones, and the derivative ones a folder of
-# outputs may hold.
-BIDS_SUFFIXES = frozenset(ANAT_CONTRASTS) | frozenset(
-    "defacemask dwi bold sbref epi mask probseg dseg PVS".split()  # noqa: SIM905 - a word list reads best as words
-)
 ENTITY_COLUMNS: tuple[tuple[str, str], ...] = (("subject", "sub"), ("session", "ses"), ("acq", "acq"), ("run", "run"))
 CONTRAST_COLUMN = "contrast"
 
@@ -200,18 +196,10 @@ def check_image(path: Path, volume_index: int | None = None) -> str | None:
             f"has a readable header but its voxel data cannot be read ({type(err).__name__}: {err}); "
             "copy or convert the file again."
         )
-    bad = int(data.size - np.count_nonzero(np.isfinite(data))) if np.issubdtype(data.dtype, np.floating) else 0
+    bad = count_non_finite(data)
     if bad:
         return f"must hold finite intensities, not {bad} NaN/Inf voxel(s); replace them (e.g. np.nan_to_num)."
     return None
-
-
-def named_contrast(path: Path) -> str | None:
-    """Return the contrast a file's name states (its BIDS suffix, e.g. ``T1w``), or None when it states none."""
-    stem = strip_nifti_suffix(path.name) or path.name
-    suffix = stem.rsplit("_", 1)[-1]
-    is_bids = stem.startswith("sub-") and "_" in stem and "-" not in suffix
-    return suffix if is_bids or suffix in BIDS_SUFFIXES else None
 
 
 def check_contrast(
@@ -238,7 +226,7 @@ def entity_columns(image: Path) -> dict[str, str]:
 
     ``subject`` is ``sub-<label>`` for a BIDS name and the output stem for any other; ``session``, ``acq`` and
     ``run`` are ``ses-<label>`` … or empty; ``contrast`` is the suffix the name states (``T2w``, ``T1w``,
-    ``FLAIR`` …; :func:`named_contrast`), or empty when it states none.
+    ``FLAIR`` …; :func:`scripts.bids.named_contrast`), or empty when it states none.
     """
     try:
         entities, _ = parse_entities(image)

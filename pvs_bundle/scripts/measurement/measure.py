@@ -35,7 +35,7 @@ from scripts.measurement.regions import (
     region_codes,
     region_map,
 )
-from scripts.nifti import voxel_volume_mm3
+from scripts.nifti import voxel_size, voxel_volume_mm3
 from scripts.reports import qc_report
 from scripts.settings import as_volume_index
 from scripts.tables import write_table
@@ -219,7 +219,7 @@ class PVSMeasurement:
             for n in OVERLAY_REGIONS
             if codes is not None and n in self.regions.names
         ]
-        extent_mm = np.asarray(reference.shape[:3]) * np.sqrt((np.asarray(reference.affine)[:3, :3] ** 2).sum(axis=0))
+        extent_mm = np.asarray(reference.shape[:3]) * voxel_size(reference.affine)
         flags = [
             name
             for name, raised in (

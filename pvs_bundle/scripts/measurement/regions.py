@@ -33,7 +33,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from scripts.data.datalist import PAIR_ENTITIES, parse_entities
+from scripts.bids import PAIR_ENTITIES, parse_entities
+from scripts.nifti import voxel_size
 
 logger = logging.getLogger("pvs_bundle.regions")
 
@@ -272,7 +273,7 @@ def estimate_brain_mask(head: np.ndarray, affine: np.ndarray) -> np.ndarray:
         A boolean mask of the head's shape.
     """
     head = np.asarray(head) > 0.5
-    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    spacing = voxel_size(affine)
     step = np.maximum(1, np.round(BRAIN_ESTIMATE_STEP_MM / spacing).astype(int))
     coarse = head[:: step[0], :: step[1], :: step[2]]
     radius = np.maximum(1, np.round(BRAIN_ESTIMATE_EROSION_MM / (spacing * step)).astype(int))

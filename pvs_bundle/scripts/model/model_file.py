@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from scripts.data.datalist import DEFAULT_CONTRASTS, as_contrasts, contrast_names
+from scripts.bids import DEFAULT_CONTRASTS, as_contrasts, contrast_names
 from scripts.errors import BundleError
 from scripts.io import atomic_write, sha256_file
 from scripts.settings import TTA_MODES

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scripts.io import atomic_write
-from scripts.nifti import ras_spacing, to_ras
+from scripts.nifti import ras_spacing, to_ras, voxel_size
 
 FLAGS: dict[str, str] = {
     "no_pvs": "no PVS found",
@@ -74,7 +74,7 @@ def overlay_figure(
     Returns:
         The PNG, base64-encoded.
     """
-    spacing = ras_spacing(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)), affine)
+    spacing = ras_spacing(voxel_size(affine), affine)
     image, mask = to_ras(np.asarray(image, dtype=np.float32), affine), to_ras(np.asarray(mask, dtype=bool), affine)
     low, high = np.percentile(image[::2, ::2, ::2], [1, 99.5])
     figure, axes = plt.subplots(len(rows), 3, figsize=(9.6, 3.3 * len(rows)), squeeze=False)
