@@ -1,0 +1,119 @@
+"""The configs agree: keys copied between train.json and inference.json (and evaluate.json) stay identical, each key
+has one meaning, and every composition the documents use resolves all its references."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import CONFIGS
+from monai.bundle import ConfigParser
+
+# The model and preprocessing keys inference.json repeats from train.json (it is read alone:
+# `run inferring --config_file configs/inference.json`), which must build the same network and preprocessing.
+SHARED_WITH_TRAINING = [
+    "bundle_root",
+    "ckpt_dir",
+    "model_file",
+    "device",
+    "precision",
+    "amp",
+    "amp_kwargs",
+    "pixdim",
+    "intensity",
+    "patch_size",
+    "num_workers",
+    "num_threads",
+    "sw_batch_size",
+    "sw_overlap",
+    "sw_roi_size",
+    "encoder_name",
+    "decoder_channels",
+    "norm",
+    "model_settings",
+    "network",
+    "set_threads",
+]
+# The network's arguments that come from the shared keys (encoder_weights differs: training starts from ImageNet).
+NETWORK_ARGS = ["_target_", "encoder_name", "in_channels", "classes", "decoder_channels", "patch_size", "norm"]
+# The test-time settings evaluate.json (over train.json) repeats from inference.json.
+SHARED_WITH_EVALUATION = [
+    "threshold",
+    "resolved_threshold",
+    "tta",
+    "resolved_tta",
+    "tta_axes",
+    "min_pvs_voxels",
+    "grow_threshold",
+    "contrasts",
+    "resolved_contrasts",
+    "model_check",
+    "foreground_threshold",
+    "skip_background_windows",
+    "clear_outside_head",
+]
+# Each workflow with the overlays the documents and the benchmarks compose it with.
+COMPOSITIONS = [
+    ("training", ["train.json"]),
+    ("training", ["train.json", "demo.json"]),
+    ("training", ["train.json", "synthetic.json"]),
+    ("training", ["train.json", "seed_1p5mm.json"]),
+    ("training", ["train.json", "multi_gpu_train.json"]),
+    ("training", ["train.json", "demo.json", "multi_gpu_train.json"]),
+    ("check_data", ["train.json"]),
+    ("evaluating", ["train.json", "evaluate.json"]),
+    ("evaluating", ["train.json", "demo.json", "evaluate.json"]),
+    ("evaluating", ["train.json", "pretrained.json", "evaluate.json"]),
+    ("evaluating", ["train.json", "synthetic.json", "evaluate.json"]),
+    ("evaluating", ["train.json", "evaluate.json", "multi_gpu_evaluate.json"]),
+    ("baseline", ["train.json", "evaluate.json"]),
+    ("inferring", ["inference.json"]),
+    ("inferring", ["inference.json", "demo.json"]),
+    ("inferring", ["inference.json", "pretrained.json"]),
+    ("inferring", ["inference.json", "inference_torchscript.json"]),
+    ("inferring", ["inference.json", "inference_onnx.json"]),
+    ("inferring", ["inference.json", "inference_openvino.json"]),
+    ("inferring", ["inference.json", "multi_gpu_inference.json"]),
+]
+
+
+def raw(name: str) -> dict:
+    return json.loads((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize("key", SHARED_WITH_TRAINING)
+def test_inference_repeats_the_training_model_and_preprocessing_keys_exactly(key):
+    assert raw("inference.json")[key] == raw("train.json")[key]
+
+
+def test_inference_builds_the_network_training_built():
+    train, inference = raw("train.json")["network_def"], raw("inference.json")["network_def"]
+    assert {k: train[k] for k in NETWORK_ARGS} == {k: inference[k] for k in NETWORK_ARGS}
+    assert raw("inference.json")["encoder_weights"] is None  # the trained weights replace any pretrained encoder
+
+
+@pytest.mark.parametrize("key", SHARED_WITH_EVALUATION)
+def test_evaluation_repeats_the_inference_settings_exactly(key):
+    assert raw("evaluate.json")[key] == raw("inference.json")[key]
+
+
+def test_one_meaning_per_key():
+    """``model_tta`` is the recipe's TTA stored with the model, ``tta`` the one used at test time; evaluation's
+    detection size filter and the small-component removal have names that say which is which."""
+    assert "tta" not in raw("train.json") and "tta" not in raw("demo.json")
+    assert raw("train.json")["model_tta"] == "none" and raw("demo.json")["model_tta"] == "mirror"
+    assert raw("inference.json")["tta"] == raw("evaluate.json")["tta"] == "auto"
+    for name in ("train.json", "demo.json", "evaluate.json", "inference.json", "pretrained.json", "synthetic.json"):
+        text = (CONFIGS / name).read_text()
+        assert "min_pvs_size" not in text and ("model_tta" not in text or name in ("train.json", "demo.json"))
+    assert raw("evaluate.json")["detection_min_voxels"] == 0 and raw("inference.json")["min_pvs_voxels"] == 0
+
+
+@pytest.mark.parametrize(("workflow", "files"), COMPOSITIONS, ids=lambda v: v if isinstance(v, str) else "+".join(v))
+def test_every_documented_composition_resolves_its_references(workflow, files):
+    """Resolve the workflow's references without building or running anything: a key renamed in one config and
+    still used in another fails here."""
+    parser = ConfigParser(ConfigParser.load_config_files([str(CONFIGS / f) for f in files]))
+    for id_ in (workflow, "initialize", "finalize"):
+        if id_ in parser:
+            parser.get_parsed_content(id_, instantiate=False, eval_expr=False)
