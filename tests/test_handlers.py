@@ -5,7 +5,12 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
-from scripts.training.handlers import GradientClipHandler, OverlapMetricHandler, TrainingHistoryHandler
+from scripts.training.handlers import (
+    GradientClipHandler,
+    OverlapMetricHandler,
+    TrainingHistoryHandler,
+    validation_metrics,
+)
 
 
 def _trainer(max_norm: float | None, lr: float = 0.1) -> Engine:
@@ -76,3 +81,12 @@ def test_history_records_loss_lr_and_validation_metrics(tmp_path):
     assert "val_dice" not in saved["epochs"][0] and saved["epochs"][3]["val_dice"] == pytest.approx(0.4)
     assert saved["best"] == {"epoch": 4, "val_dice": pytest.approx(0.4)}
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_validation_metrics_are_named_as_the_history_and_evaluation_read_them():
+    loss = torch.nn.BCEWithLogitsLoss()
+    metrics = validation_metrics(loss)
+    assert list(metrics) == ["val_dice", "val_iou", "val_precision", "val_recall", "val_loss"]
+    assert [m.metric_fn.name for m in list(metrics.values())[:4]] == ["dice", "iou", "precision", "recall"]
+    assert metrics["val_loss"].metric_fn.loss_fn is loss
+    assert list(validation_metrics()) == ["val_dice", "val_iou", "val_precision", "val_recall"]  # evaluation: no loss

@@ -14,7 +14,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import IgniteMetricHandler, from_engine
 
-from scripts.evaluation.metrics import OverlapMetric, overlap_metrics
+from scripts.evaluation.metrics import OVERLAP_METRICS, OverlapMetric, overlap_metrics
 from scripts.io import atomic_write_json
 from scripts.reports.plots import plot_history
 
@@ -33,6 +33,25 @@ class OverlapMetricHandler(IgniteMetricHandler):
     def __init__(self, name: str, output_transform: Callable | None = None) -> None:
         transform = output_transform if output_transform is not None else from_engine(["pred", "label"])
         super().__init__(metric_fn=OverlapMetric(name), output_transform=transform, save_details=False)
+
+
+def validation_metrics(loss: Callable | None = None) -> dict[str, IgniteMetricHandler]:
+    """The validator's metrics (train.json's ``validate#metrics``), named as the history and the logs show them.
+
+    Args:
+        loss: the training loss; when given, ``val_loss`` is that loss on the validation logits (the ``logits``
+            item, the network's output before the sigmoid). None (evaluation): no ``val_loss``.
+
+    Returns:
+        ``val_dice``, ``val_iou``, ``val_precision``, ``val_recall`` (:class:`OverlapMetricHandler`), then
+        ``val_loss`` when ``loss`` is given.
+    """
+    metrics: dict[str, IgniteMetricHandler] = {f"val_{name}": OverlapMetricHandler(name) for name in OVERLAP_METRICS}
+    if loss is not None:
+        metrics["val_loss"] = IgniteMetricHandler(
+            loss_fn=loss, output_transform=from_engine(["logits", "label"]), save_details=False
+        )
+    return metrics
 
 
 class GradientClipHandler:
