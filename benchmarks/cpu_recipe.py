@@ -1,6 +1,6 @@
 """The bundle's CPU recipe against a plain MONAI/PyTorch loop, both trained for the same CPU-time budget, in one run.
 
-1. A fresh held-out synthetic dataset (``scripts.data.demo_data.generate_dataset``; by default 12 subjects of
+1. A fresh held-out synthetic dataset (``scripts.data.demo.generate_dataset``; by default 12 subjects of
    96 × 96 × 64 at 0.8 mm, seed 2026, not the demo's 0) split 5 training, 1 validation (a subject with PVS), the
    rest test (the subjects without PVS among them), written as a bundle datalist.
 2. "recipe": the real bundle, ``python -m monai.bundle run training`` with ``configs/train.json`` +
@@ -61,7 +61,7 @@ from monai.utils import set_determinism  # noqa: E402
 
 from scripts.cpu import available_cores  # noqa: E402
 from scripts.data.datalist import find_pairs  # noqa: E402
-from scripts.data.demo_data import generate_dataset  # noqa: E402
+from scripts.data.demo import generate_dataset  # noqa: E402
 from scripts.evaluation.case_metrics import case_metrics  # noqa: E402
 from scripts.evaluation.summary import summarize  # noqa: E402
 from scripts.inference.inference_inputs import MASK_SUFFIX, output_stem  # noqa: E402

@@ -45,7 +45,7 @@ sys.path.insert(0, str(BUNDLE_ROOT))  # the configs reach scripts/ as monai.bund
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.data import DataLoader, Dataset  # noqa: E402
 
-from scripts.data.demo_data import VOXEL_SIZE_MM  # noqa: E402
+from scripts.data.demo.grid import VOXEL_SIZE_MM  # noqa: E402
 
 CONFIG = BUNDLE_ROOT / "configs" / "train.json"
 PIPELINES = ("original", "bundle", "bundle_disk")

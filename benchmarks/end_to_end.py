@@ -6,7 +6,7 @@ inference, inversion to the scan's grid, writing the mask and the tables. Each v
 (the median is reported); an ONNX export that a variant needs is timed apart (once). Masks are compared with the
 first variant's (voxel Dice, PVS count).
 
-The volume: one demo subject (``scripts/data/demo_data.py``, head with skull and scalp) at ``--shape`` voxels of
+The volume: one demo subject (``scripts/data/demo/``, head with skull and scalp) at ``--shape`` voxels of
 0.8 mm (the default 208 x 300 x 320 is ds005595's grid), ``--contrast``, seed ``--seed``.
 
 A variant is ``NAME|OVERLAYS|ARGS``: overlays comma-separated (relative to ``pvs_bundle/``, after
@@ -43,7 +43,7 @@ sys.path.insert(0, str(BUNDLE_ROOT))  # scripts/ as monai.bundle reaches it: fro
 
 from generalisation import cpu_model_and_bf16  # noqa: E402  (benchmarks/ is this script's folder)
 
-from scripts.data.demo_data import generate_dataset  # noqa: E402
+from scripts.data.demo import generate_dataset  # noqa: E402
 from scripts.evaluation.path_agreement import mask_agreement  # noqa: E402
 
 EXPORTING_OVERLAYS = ("configs/inference_openvino.json", "configs/inference_onnx.json")

@@ -1,12 +1,12 @@
 """Generalisation of trained models to held-out contrasts and voxel sizes, scored by the bundle's own evaluation.
 
-1. Held-out data: BIDS datasets from the demo generator (``scripts.data.demo_data``: MNI152 anatomy warped per
+1. Held-out data: BIDS datasets from the demo generator (``scripts.data.demo``: MNI152 anatomy warped per
    subject, straight capsule PVS), not the domain-randomised generator the pretrained model learns from, at a seed no
    training used (default 9001; the demo dataset's is 0), one per contrast (T2w, T1w, FLAIR;
-   ``scripts.data.demo_contrasts``) and voxel size (0.8, 1.0, 1.2 mm isotropic, 0.8 x 0.8 x 1.6 mm), ``--n_subjects``
+   ``scripts.data.demo.contrasts``) and voxel size (0.8, 1.0, 1.2 mm isotropic, 0.8 x 0.8 x 1.6 mm), ``--n_subjects``
    each, at the demo's field of view (96 x 128 x 112 voxels of 0.8 mm, 76.8 x 102.4 x 89.6 mm). "0.8" is the demo's
    own grid (0.799998 x 0.8 x 0.8 mm, as ds005595). A seed gives the same anatomy and PVS in every set: only contrast
-   and grid differ. The generator has no PVS settings to vary (sizes and counts are fixed in demo_data.py), so the
+   and grid differ. The generator has no PVS settings to vary (sizes and counts are fixed in demo/pvs.py), so the
    PVS differ from the demo's only by the seed. About one subject in six has no PVS (as in the demo); it is scored
    too (Dice 1 or 0 by the bundle's empty-mask conventions, detection F1 NaN, left out of the mean).
 2. Each ``--model NAME=CONFIG_OVERLAYS:CKPT_DIR`` (overlays comma-separated, relative to pvs_bundle/) is evaluated on
@@ -47,8 +47,8 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[1] / "pvs_bundle"
 sys.path.insert(0, str(BUNDLE_ROOT))  # scripts/ as monai.bundle reaches it: from the bundle root
 
 from scripts.agreement import cohort_agreement  # noqa: E402
-from scripts.data.demo_contrasts import CONTRASTS, check_voxel_size  # noqa: E402
-from scripts.data.demo_data import DEMO_SHAPE, ensure_demo_dataset  # noqa: E402
+from scripts.data.demo import DEMO_SHAPE, ensure_demo_dataset  # noqa: E402
+from scripts.data.demo.contrasts import CONTRASTS, check_voxel_size  # noqa: E402
 
 DEFAULT_SEED = 9001
 DEMO_SEED = 0

@@ -7,7 +7,7 @@ optimisation ``all`` and ``basic``) and OpenVINO (reading the same ONNX file; ``
 native bfloat16, as ``configs/inference_openvino.json`` runs it, and fp32). The network, preprocessing and
 sliding-window inferer (window = ``--patch_size``, ``--overlap``, gaussian blending) are ``configs/inference.json``'s.
 
-The volume is a demo subject (``scripts/data/demo_data.py``, a head with skull and scalp) at ``--shape``,
+The volume is a demo subject (``scripts/data/demo/``, a head with skull and scalp) at ``--shape``,
 optionally padded with ``--pad`` voxels of zeros on every side like a real scan's field of view, then preprocessed
 as inference does (resampling, normalisation, head crop). The weights are ``--model_file`` (the demo model:
 ``--encoder efficientnet-b0 --norm group``) or random. What is timed is the sliding-window inference of the
@@ -47,7 +47,7 @@ from monai.bundle import ConfigParser, ckpt_export, onnx_export  # noqa: E402
 from monai.transforms import Compose  # noqa: E402
 
 from scripts.cpu import available_cores  # noqa: E402
-from scripts.data.demo_data import generate_dataset  # noqa: E402
+from scripts.data.demo import generate_dataset  # noqa: E402
 from scripts.evaluation.path_agreement import mask_agreement  # noqa: E402
 from scripts.model.precision import autocast_network  # noqa: E402
 

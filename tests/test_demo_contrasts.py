@@ -14,17 +14,10 @@ import pytest
 from conftest import BUNDLE_ROOT
 from scipy import ndimage
 
-from scripts.data.demo_contrasts import CONTRASTS, TissueFractions, acquired_shape, resolution_blur_mm
-from scripts.data.demo_data import (
-    FOV_CENTRE_MM,
-    MARKER_NAME,
-    TISSUE_LABELS,
-    VOXEL_SIZE_MM,
-    ensure_demo_dataset,
-    generate_dataset,
-    synthesize_subject,
-    tissue_labels,
-)
+from scripts.data.demo import MARKER_NAME, ensure_demo_dataset, generate_dataset, synthesize_subject
+from scripts.data.demo.anatomy import TISSUE_LABELS, tissue_labels
+from scripts.data.demo.contrasts import CONTRASTS, TissueFractions, acquired_shape, resolution_blur_mm
+from scripts.data.demo.grid import FOV_CENTRE_MM, VOXEL_SIZE_MM
 
 SHAPE = (48, 56, 48)
 LARGER = (64, 80, 72)  # non-cubic, and enough PVS in the field of view to compare positions

@@ -14,23 +14,12 @@ import pytest
 from conftest import CONFIGS
 from scipy import ndimage
 
-from scripts.data.demo_data import (
-    BASAL_GANGLIA_BOX_MM,
-    BRAIN_CENTRE_MM,
-    CENTRUM_SEMIOVALE_BOX_MM,
-    DEMO_NAME,
-    DIAMETER_RANGE_MM,
-    FULL_SHAPE,
-    LENGTH_RANGE_MM,
-    MARKER_NAME,
-    TISSUE_LABELS,
-    empty_subjects,
-    ensure_demo_dataset,
-    generate_dataset,
-    parcellation,
-    synthesize_subject,
-    tissue_labels,
-)
+from scripts.data.demo import MARKER_NAME, empty_subjects, ensure_demo_dataset, generate_dataset, synthesize_subject
+from scripts.data.demo.anatomy import BRAIN_CENTRE_MM, TISSUE_LABELS, tissue_labels
+from scripts.data.demo.bids_files import DEMO_NAME
+from scripts.data.demo.grid import FULL_SHAPE
+from scripts.data.demo.parcellation import parcellation
+from scripts.data.demo.pvs import BASAL_GANGLIA_BOX_MM, CENTRUM_SEMIOVALE_BOX_MM, DIAMETER_RANGE_MM, LENGTH_RANGE_MM
 from scripts.measurement.regions import region_codes, region_map
 
 SHAPE = (64, 80, 72)  # non-cubic, so axis mix-ups show

@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from test_data_check import damage, image_path, mask_path, truncate
 
 from scripts.data.check.run import check_dataset
-from scripts.data.demo_data import generate_dataset
+from scripts.data.demo import generate_dataset
 
 SHAPE = (64, 80, 72)
 

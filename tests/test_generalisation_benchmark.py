@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from scripts.data.datalist import load_or_create_datalist
-from scripts.data.demo_data import MARKER_NAME, empty_subjects
+from scripts.data.demo import MARKER_NAME, empty_subjects
 
 SPEC = importlib.util.spec_from_file_location("generalisation", REPO_ROOT / "benchmarks" / "generalisation.py")
 generalisation = sys.modules.setdefault("generalisation", importlib.util.module_from_spec(SPEC))

@@ -1,5 +1,5 @@
 """The shipped model (models/pretrained): what it is, that the pretrained overlay runs it, and how well it segments
-T2w, T1w and FLAIR volumes of a generator it was never trained on (the demo generator, scripts/data/demo_data.py)."""
+T2w, T1w and FLAIR volumes of a generator it was never trained on (the demo generator, scripts/data/demo/)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from conftest import BUNDLE_ROOT, CONFIGS, run_bundle
 from monai.bundle import ConfigParser
 
-from scripts.data.demo_data import synthesize_subject
+from scripts.data.demo import synthesize_subject
 
 SHIPPED = BUNDLE_ROOT / "models" / "pretrained"
 PRETRAINED = "['configs/inference.json','configs/pretrained.json']"

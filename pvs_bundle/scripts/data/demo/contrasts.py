@@ -1,4 +1,4 @@
-"""Contrasts and voxel sizes of the synthetic demo data (:mod:`scripts.data.demo_data`).
+"""Contrasts and voxel sizes of the synthetic demo data (:mod:`scripts.data.demo`).
 
 **Contrast.** One intensity table per contrast mixes the template's tissue fractions (CSF, grey and white matter,
 and a shell outside the brain: a 2 mm CSF rim, skull, scalp) into an image; perivascular spaces are mixed toward

@@ -1,8 +1,8 @@
 """Label maps for synthetic training: brain tissue classes and perivascular spaces, drawn from a seed.
 
-This generator is separate from the demo dataset's (:mod:`scripts.data.demo_data`), so that a model trained on it can
+This generator is separate from the demo dataset's (:mod:`scripts.data.demo`), so that a model trained on it can
 be tested on the demo generator's volumes as data it never saw. What they share is the anatomy's source: the MNI152
-2009 tissue maps that ship inside nilearn.
+2009 tissue maps that ship inside nilearn (and the draw of a rotation, :func:`random_rotation`).
 
 A label map covers a field of view of ``shape`` voxels at 0.8 mm placed at a random point of the head, seen through a
 random rotation (up to 15 degrees), anisotropic scaling (0.85-1.15) and a smooth random deformation (about 3 mm
@@ -89,7 +89,16 @@ def _tissue() -> _Tissue:
     return _Tissue(np.linalg.inv(t1.affine), gm, wm, brain_fraction, outside_mm)
 
 
-def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """A random 3 x 3 rotation: about the x, then y, then z axis, each by an angle uniform in +-``max_deg`` degrees.
+
+    Args:
+        rng: the generator the three angles are drawn from (in that order).
+        max_deg: the largest angle about each axis.
+
+    Returns:
+        The rotation matrix.
+    """
     angles = np.deg2rad(rng.uniform(-max_deg, max_deg, size=3))
     rotation = np.eye(3)
     for axis, angle in enumerate(angles):
@@ -103,7 +112,7 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
 
 def _template_points(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """MNI coordinates (3, *shape) of every voxel of a random field of view, and the brain centre's voxel position."""
-    matrix = _rotation(rng, 15.0) @ np.diag(rng.uniform(0.85, 1.15, size=3)) * VOXEL_MM
+    matrix = random_rotation(rng, 15.0) @ np.diag(rng.uniform(0.85, 1.15, size=3)) * VOXEL_MM
     centre = np.array([rng.uniform(lo, hi) for lo, hi in _FOV_CENTRE_BOX_MNI])
     index = np.indices(shape, dtype=np.float32).reshape(3, -1) - ((np.array(shape) - 1) / 2)[:, None]
     points = (matrix @ index + centre[:, None]).reshape(3, *shape)
