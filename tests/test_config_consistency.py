@@ -34,8 +34,6 @@ SHARED_WITH_TRAINING = [
     "network",
     "set_threads",
 ]
-# The network's arguments that come from the shared keys (encoder_weights differs: training starts from ImageNet).
-NETWORK_ARGS = ["_target_", "encoder_name", "in_channels", "classes", "decoder_channels", "patch_size", "norm"]
 # The test-time settings evaluate.json (over train.json) repeats from inference.json.
 SHARED_WITH_EVALUATION = [
     "threshold",
@@ -87,9 +85,13 @@ def test_inference_repeats_the_training_model_and_preprocessing_keys_exactly(key
 
 
 def test_inference_builds_the_network_training_built():
+    """Both build network_def from model_settings (what training saves and inference checks); only the encoder's
+    starting weights differ (the trained weights replace them) and inference's Swish (the exportable one)."""
     train, inference = raw("train.json")["network_def"], raw("inference.json")["network_def"]
-    assert {k: train[k] for k in NETWORK_ARGS} == {k: inference[k] for k in NETWORK_ARGS}
-    assert raw("inference.json")["encoder_weights"] is None  # the trained weights replace any pretrained encoder
+    for network_def in (train, inference):
+        assert network_def["_target_"] == "scripts.model.network.network_from_settings"
+        assert network_def["settings"] == "@model_settings"
+    assert raw("train.json")["encoder_weights"] == "imagenet" and raw("inference.json")["encoder_weights"] is None
 
 
 @pytest.mark.parametrize("key", SHARED_WITH_EVALUATION)

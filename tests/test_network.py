@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scripts.model.network import build_unetplusplus, check_patch_size
+from scripts.model.network import build_unetplusplus, check_patch_size, network_from_settings
 
 SMALL = {"encoder_name": "efficientnet-b0", "decoder_channels": (32, 16, 8, 8, 4)}
 
@@ -83,3 +83,25 @@ def test_group_norm_model_predicts_the_same_whatever_the_batch():
 def test_unknown_norm():
     with pytest.raises(ValueError, match="norm must be one of"):
         build_unetplusplus(encoder_weights=None, norm="layer", **SMALL)
+
+
+def test_network_from_settings_builds_what_the_settings_name():
+    settings = {
+        "encoder_name": "efficientnet-b0",
+        "norm": "group",
+        "decoder_channels": [32, 16, 8, 8, 4],
+        "patch_size": [32, 32, 32],
+        "in_channels": 1,
+        "classes": 1,
+        "pixdim": [0.8, 0.8, 0.8],
+        "intensity": {"mode": "percentile", "lower": 0.5, "upper": 99.5},
+    }
+    torch.manual_seed(0)
+    built = network_from_settings(settings, encoder_weights=None)
+    torch.manual_seed(0)
+    direct = build_unetplusplus("efficientnet-b0", None, 1, 1, [32, 16, 8, 8, 4], [32, 32, 32], "group")
+    assert built.state_dict().keys() == direct.state_dict().keys()
+    pairs = zip(built.state_dict().values(), direct.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(KeyError, match=r"missing \['norm'\]"):
+        network_from_settings({k: v for k, v in settings.items() if k != "norm"})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import torch
@@ -19,6 +20,8 @@ SIZE_DIVISOR = 32
 NO_WEIGHTS: tuple[str, ...] = ("null", "none", "")
 NORMS: tuple[str, ...] = ("batch", "group")
 MAX_GROUPS = 16
+# The model settings that build the network (the others, pixdim and intensity, are the preprocessing's).
+NETWORK_SETTINGS: tuple[str, ...] = ("encoder_name", "in_channels", "classes", "decoder_channels", "patch_size", "norm")
 
 
 def check_patch_size(patch_size: Sequence[int], name: str = "patch_size") -> list[int]:
@@ -170,3 +173,34 @@ def build_unetplusplus(
     if not memory_efficient_swish and hasattr(model.encoder, "set_swish"):
         model.encoder.set_swish(memory_efficient=False)
     return batchnorm_to_groupnorm(model) if norm == "group" else model
+
+
+def network_from_settings(
+    settings: Mapping[str, Any], encoder_weights: str | None = None, memory_efficient_swish: bool = True
+) -> nn.Module:
+    """Build the network that a model's settings describe (the configs' ``model_settings``, ``model.json``'s keys).
+
+    The configs build ``network_def`` from the ``model_settings`` that training saves beside the model and that
+    inference and evaluation check against ``model.json``, so the network built and the one recorded are the same.
+
+    Args:
+        settings: holds :data:`NETWORK_SETTINGS` (its other keys, ``pixdim`` and ``intensity``, are the
+            preprocessing's).
+        encoder_weights: ImageNet, none or a local file (:func:`build_unetplusplus`).
+        memory_efficient_swish: EfficientNet's memory-saving Swish (:func:`build_unetplusplus`).
+
+    Returns:
+        The network, in training mode.
+
+    Raises:
+        KeyError: naming the settings that are missing.
+        ValueError: on a bad patch size, encoder or norm (:func:`build_unetplusplus`).
+    """
+    missing = [name for name in NETWORK_SETTINGS if name not in settings]
+    if missing:
+        raise KeyError(f"model settings must hold {list(NETWORK_SETTINGS)}; missing {missing}.")
+    return build_unetplusplus(
+        encoder_weights=encoder_weights,
+        memory_efficient_swish=memory_efficient_swish,
+        **{name: settings[name] for name in NETWORK_SETTINGS},
+    )
