@@ -133,3 +133,15 @@ def test_the_exported_program_of_the_unetplusplus_takes_other_batch_and_window_s
     x = torch.randn(3, 1, 64, 96, 128)
     with torch.no_grad():
         np.testing.assert_allclose(runner(x).numpy(), network(x).numpy(), atol=1e-4)
+
+
+def test_an_export_made_on_the_first_call_inside_autocast_is_traced_in_fp32(tmp_path):
+    model = save_model(tmp_path / "models", seed=4)
+    eager = backends.load_weights(tiny_network(), model).eval()
+    runner = inference_network(Backend("onnxruntime", "test"), tiny_network(), model, (8, 8, 8))
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as the bundle's AutocastInferer calls it
+        out = runner(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(out.numpy(), eager(x).numpy(), atol=1e-4)
+    assert not list(model.parent.glob("*.lock")) or all(p.stat().st_size == 0 for p in model.parent.glob("*.lock"))

@@ -31,11 +31,13 @@ SHARED_WITH_TRAINING = [
     "decoder_channels",
     "norm",
     "model_settings",
-    "network",
     "set_threads",
 ]
 # The test-time settings evaluate.json (over train.json) repeats from inference.json.
 SHARED_WITH_EVALUATION = [
+    "backend",
+    "export_file",
+    "backend_choice",
     "threshold",
     "resolved_threshold",
     "tta",

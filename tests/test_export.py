@@ -90,6 +90,7 @@ def exported(tmp_path_factory):
     )
     assert onnx.returncode == 0, output(onnx)
     args = ["--input_dir", str(root / "in"), "--output_dir", str(root / "eager"), "--save_probabilities", "true"]
+    args += ["--backend", "eager"]  # the PyTorch network itself, the reference of every exported path
     eager = infer(*args, "--model_file", str(model), *FP32)
     assert eager.returncode == 0, output(eager)
     return root

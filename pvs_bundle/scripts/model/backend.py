@@ -229,6 +229,7 @@ def inference_network(
     num_threads: int = 0,
     precision: str = "auto",
     export_file: str | os.PathLike[str] | None = None,
+    load_pretrain: bool = True,
 ) -> nn.Module:
     """The module that runs inference with ``backend``.
 
@@ -245,13 +246,55 @@ def inference_network(
         num_threads: threads of ONNX Runtime or OpenVINO (0: their default).
         precision: the bundle's precision setting, for OpenVINO.
         export_file: an exported file to use as it is (None: cached export).
+        load_pretrain: False when ``network`` is already what runs (an overlay's ONNX, OpenVINO or TorchScript
+            module, with no weights to load): it is returned as it is.
 
     Returns:
-        A module mapping a batch (N, 1, X, Y, Z) to logits.
+        A module mapping a batch (N, 1, X, Y, Z) to logits; for an exported backend, one that exports (or reads the
+        cache) and loads the runner on its first call (:class:`DeferredNetwork`).
     """
+    if not load_pretrain:
+        logger.info("Inference backend: the overlay's network_def (%s)", type(network).__name__)
+        return network
     logger.info("Inference backend: %s (%s)", backend.name, backend.reason)
     if not backend.exported:
         return network
+    return DeferredNetwork(
+        lambda: _runner(backend, network, model_file, window, device, num_threads, precision, export_file)
+    )
+
+
+class DeferredNetwork(nn.Module):
+    """A network built on its first call.
+
+    The export (and the model file it needs) happens when inference runs, after the workflow's own checks of the
+    model file, not when the config is parsed.
+    """
+
+    def __init__(self, build: Any) -> None:
+        super().__init__()
+        self._build = build
+        self._runner: nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Build the runner once, then run it."""
+        if self._runner is None:
+            with torch.autocast("cpu", enabled=False):  # exports trace in fp32, whatever the caller autocasts
+                self._runner = self._build()
+        return self._runner(x)
+
+
+def _runner(
+    backend: Backend,
+    network: nn.Module,
+    model_file: str | os.PathLike[str],
+    window: Sequence[int],
+    device: torch.device | str,
+    num_threads: int,
+    precision: str,
+    export_file: str | os.PathLike[str] | None,
+) -> nn.Module:
+    """The exported backend's module: ``export_file`` or the cached export of ``model_file``, loaded to run."""
     kind = EXPORTED[backend.name]
     if export_file is not None:
         path = Path(export_file).expanduser()
