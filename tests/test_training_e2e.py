@@ -111,3 +111,16 @@ def test_check_data_run_id_reports_every_fault(bids_dataset, tmp_path):
     )
     assert any(f.endswith("sub-004_T2w.mgz") and p == "not_nifti" for f, p in found)
     assert any(f.endswith("sub-006_desc-mask_PVS.nii.gz") and p == "empty_mask" for f, p in found)
+
+
+def test_training_with_the_thin_structure_terms_on(bids_dataset, tmp_path):
+    args = ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)]
+    terms = ["--loss_weights#skeleton_recall", "1.0", "--loss_weights#cldice", "0.5", "--loss_weights#blob", "0.5"]
+    proc = run_bundle([*args, *TINY_TRAINING, "--max_epochs", "1", *terms])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    history = json.loads((tmp_path / "eval" / "training_history.json").read_text())["epochs"]
+    plain = run_bundle([*args[:4], *run_dirs(tmp_path / "plain", bids_dataset), *TINY_TRAINING, "--max_epochs", "1"])
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    baseline = json.loads((tmp_path / "plain" / "eval" / "training_history.json").read_text())["epochs"]
+    # the same data, seed and network: the added terms (all >= 0) raise the training and validation loss
+    assert history[0]["train_loss"] > baseline[0]["train_loss"] and history[0]["val_loss"] > baseline[0]["val_loss"]
