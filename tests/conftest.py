@@ -146,3 +146,10 @@ TINY_TRAINING = [
     "--sw_batch_size",
     "2",
 ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/e2e/ slow (the tests elsewhere that run a process carry the mark themselves)."""
+    for item in items:
+        if "e2e" in item.path.relative_to(Path(__file__).parent).parts:
+            item.add_marker(pytest.mark.slow)

@@ -297,6 +297,7 @@ def test_pretrained_overlay_points_at_the_shipped_model_and_sets_no_data_path():
 # --- end to end: `python -m monai.bundle run inferring` ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pretrained_overlay_segments_t1w_and_flair_images_of_a_bids_dataset(tmp_path, model_dir):
     dataset = tmp_path / "ds"
     t1w = write_image(dataset / "sub-001" / "anat" / "sub-001_T1w.nii.gz")
@@ -322,6 +323,7 @@ def test_pretrained_overlay_segments_t1w_and_flair_images_of_a_bids_dataset(tmp_
     assert header[: len(ID_COLUMNS)] == list(ID_COLUMNS) and "contrast" in header
 
 
+@pytest.mark.slow
 def test_a_t2w_model_refuses_a_t1w_dataset_in_one_line(tmp_path, model_dir):
     model = copy_model(model_dir, tmp_path / "t2w_model", contrasts=["T2w"])
     dataset = tmp_path / "ds"
@@ -362,6 +364,7 @@ def test_model_file_check_refuses_a_damaged_file_and_another_digest(tmp_path, mo
     assert f"it is {sha256_file(other)}, not '{'0' * 64}'" in str(mismatch.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "another_digest"])
 def test_inference_stops_on_a_damaged_model_in_one_line(tmp_path, model_dir, damage):
     recorded = {} if damage == "truncated" else {"sha256": "f" * 64}

@@ -23,6 +23,7 @@ BURN_ONE_SECOND = (
 )
 
 
+@pytest.mark.slow
 def test_cpu_of_a_child_process_is_counted_while_it_runs_and_after_it_ended():
     before = process_cpu_seconds()
     child = subprocess.Popen([sys.executable, "-c", BURN_ONE_SECOND], stdout=subprocess.PIPE, text=True)
@@ -104,6 +105,7 @@ def test_resumed_run_goes_on_counting_the_saved_minutes():
     assert resumed.used_minutes > 1000.0
 
 
+@pytest.mark.slow
 def test_training_for_a_tiny_budget_stops_early_with_a_model_and_history(bids_dataset, tmp_path):
     args = ["run", "training", "--config_file", "configs/train.json", *run_dirs(tmp_path, bids_dataset)]
     budget = ["--max_epochs", "1000", "--val_interval", "500", "--max_cpu_minutes", "0.2"]

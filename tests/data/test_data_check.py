@@ -452,12 +452,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_exits_0_on_a_clean_dataset(dataset):
     proc = run_cli("--dataset_dir", str(dataset), "--patch_size", "[32,32,32]")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 files checked, 0 error(s), 0 warning(s)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_exits_2_on_a_missing_dataset(tmp_path):
     proc = run_cli("--dataset_dir", str(tmp_path / "absent"))
     assert proc.returncode == 2
@@ -527,6 +529,7 @@ def test_every_planted_fault_is_found_in_one_pass(broken_dataset):
     }
 
 
+@pytest.mark.slow
 def test_cli_finds_every_planted_fault_writes_the_report_and_exits_1(broken_dataset, tmp_path):
     root, planted = broken_dataset
     report_file = tmp_path / "data_check.json"

@@ -81,6 +81,7 @@ def test_a_model_folder_that_cannot_be_written_caches_in_the_cache_folder(tmp_pa
     assert path.parent == tmp_path / "cache" and path.is_file() and not list(model.parent.glob("*.onnx"))
 
 
+@pytest.mark.slow
 def test_two_processes_exporting_at_once_leave_one_whole_file_exported_once(tmp_path):
     model = save_model(tmp_path / "models")
     log = tmp_path / "exports.log"

@@ -295,8 +295,9 @@ def test_ensure_regenerates_for_other_parameters(tmp_path: Path) -> None:
     assert not (root / "sub-002").exists() and not (root / "derivatives" / "mask" / "sub-002").exists()
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
-    bundle_root = Path(__file__).resolve().parents[1] / "pvs_bundle"
+    bundle_root = Path(__file__).resolve().parents[2] / "pvs_bundle"
     command = [sys.executable, "-m", "scripts.data.demo_data", "--out_dir", str(tmp_path / "ds"), "--n_subjects", "1"]
     result = subprocess.run(
         [*command, "--seed", "5", "--shape", "[40,48,44]"], cwd=bundle_root, capture_output=True, text=True, check=False

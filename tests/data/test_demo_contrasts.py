@@ -137,6 +137,7 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, kwa
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_t1w_dataset_at_1mm_and_records_it(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     command = [sys.executable, "-m", "scripts.data.demo_data", "--out_dir", str(root), "--n_subjects", "2"]

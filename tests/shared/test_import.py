@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import BUNDLE_ROOT
 
 PROBE = """
@@ -21,11 +22,13 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_importing_scripts_changes_nothing_until_a_workflow_starts():
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_callers_own_error_keeps_its_traceback():
     code = "import scripts.model.network\nraise KeyError('mine')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)

@@ -114,6 +114,7 @@ def test_robust_outliers():
     assert robust_outliers([2.0, 2.0, 2.0, 3.0]) == [False] * 4  # zero MAD: no flag
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(measured, tmp_path):
     out, _ = measured

@@ -67,6 +67,7 @@ def oriented_run(tmp_path_factory, model_file):
     return root / "in", root / "out", proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ras.nii.gz", "lps.nii.gz", "sra.nii"])
 def test_outputs_have_the_geometry_of_their_input(oriented_run, name):
     inputs, outputs, _ = oriented_run
@@ -81,6 +82,7 @@ def test_outputs_have_the_geometry_of_their_input(oriented_run, name):
     assert set(np.unique(load(outputs / f"{stem}_desc-pvs_mask.nii.gz"))) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_probabilities_are_written_beside_the_mask_not_thresholded(oriented_run):
     _, outputs, _ = oriented_run
     prob = load(outputs / "ras_desc-pvs_probseg.nii.gz")
@@ -89,6 +91,7 @@ def test_probabilities_are_written_beside_the_mask_not_thresholded(oriented_run)
     assert (prob[mask > 0] >= 0.5).all()  # the mask is the thresholded probability (inside the head)
 
 
+@pytest.mark.slow
 def test_masks_agree_whatever_the_storage_order(oriented_run):
     _, outputs, _ = oriented_run
     canonical = {
@@ -106,6 +109,7 @@ def test_masks_agree_whatever_the_storage_order(oriented_run):
         np.testing.assert_allclose(prob, ras_prob, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_table_matches_the_written_masks(oriented_run):
     inputs, outputs, _ = oriented_run
     rows = list(csv.DictReader((outputs / "pvs_burden.csv").open()))
@@ -141,12 +145,14 @@ def test_table_matches_the_written_masks(oriented_run):
         assert nib.load(str(inputs / name)).shape[:3] == mask.shape
 
 
+@pytest.mark.slow
 def test_progress_bar_counts_the_inputs_and_other_files_are_ignored(oriented_run):
     _, _, proc = oriented_run
     assert "[3/3]" in proc.stderr
     assert "Ignoring 1 file(s)" in proc.stdout and "notes.txt" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bids_outputs_mirror_the_dataset_with_plain_run_from_the_repo_root(tmp_path, model_file):
     dataset = make_bids_dataset(tmp_path / "ds", subjects=("001", "002"), sessions=("1",), shape=SHAPE)
     args = ["--bundle_root", "pvs_bundle", "--input_dir", str(dataset), "--output_dir", str(tmp_path / "out")]
@@ -172,6 +178,7 @@ def test_bids_outputs_mirror_the_dataset_with_plain_run_from_the_repo_root(tmp_p
     assert [(r["subject"], r["session"]) for r in rows] == [("sub-001", "ses-1"), ("sub-002", "ses-1")]
 
 
+@pytest.mark.slow
 def test_file_list_with_a_4d_image_and_volume_index(tmp_path, model_file):
     data, affine = synthetic_case(SHAPE)[0], ras_affine()
     single = write_nifti(tmp_path / "a" / "single.nii.gz", data, affine)
@@ -198,6 +205,7 @@ def test_file_list_with_a_4d_image_and_volume_index(tmp_path, model_file):
     assert np.array_equal(np.asarray(mask_4d.dataobj), load(tmp_path / "out" / "single_desc-pvs_mask.nii.gz"))
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_all_named_before_any_inference(tmp_path, model_file):
     four_d = write_nifti(tmp_path / "series.nii.gz", np.zeros((*SHAPE, 3)), ras_affine())
     text = tmp_path / "notes.txt"
@@ -224,6 +232,7 @@ def test_bad_inputs_are_all_named_before_any_inference(tmp_path, model_file):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_existing_mask_is_never_overwritten_silently(tmp_path, model_file):
     image = write_nifti(tmp_path / "in" / "sub-001_T2w.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
     existing = tmp_path / "out" / "sub-001_desc-pvs_mask.nii.gz"
@@ -241,6 +250,7 @@ def test_existing_mask_is_never_overwritten_silently(tmp_path, model_file):
     assert not list(existing.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_threshold_stored_with_the_model_and_small_component_removal_reach_the_mask(tmp_path, model_file):
     model = tmp_path / "model" / "model.pt"
     model.parent.mkdir()
@@ -273,6 +283,7 @@ def test_threshold_stored_with_the_model_and_small_component_removal_reach_the_m
     assert record["PVSBurden"]["pvs_count"] == int((sizes[1:] >= 3).sum())
 
 
+@pytest.mark.slow
 def test_missing_model_file_fails_first_with_the_fix(tmp_path):
     image = write_nifti(tmp_path / "in" / "case.nii.gz", synthetic_case(SHAPE)[0], ras_affine())
     absent = tmp_path / "models" / "model.pt"
