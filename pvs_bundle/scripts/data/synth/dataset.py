@@ -28,6 +28,7 @@ from monai.transforms import Compose, MapTransform, Randomizable
 from scripts.data.synth.anatomy import GENERATOR_VERSION, VOXEL_MM, label_map
 from scripts.data.synth.render import draw_scan, render_volume
 from scripts.io import atomic_write_json
+from scripts.nifti import write_nifti_gz
 
 logger = logging.getLogger("pvs_bundle.synth")
 
@@ -148,10 +149,11 @@ def generator_info(**settings: Any) -> dict[str, Any]:
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write one validation volume with the bundle's one gzip NIfTI writer (reproducible bytes, atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(data, affine)
     image.header.set_xyzt_units("mm", "sec")
-    nib.save(image, str(path))
+    write_nifti_gz(image, path)
 
 
 def ensure_validation_set(
