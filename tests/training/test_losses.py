@@ -114,3 +114,39 @@ def test_weights_are_checked():
         check_weights({"dice": 1.0, "focal": 1.0})
     with pytest.raises(ValueError, match=">= 0"):
         check_weights({"dice": -1.0})
+
+
+def test_the_cached_skeleton_is_cropped_and_moved_with_the_label_then_joined_to_it():
+    from scripts.training.augmentation import random_transforms
+    from scripts.training.losses import JoinSkeletond, skeleton_transforms
+
+    settings = {
+        "pos": 1.0,
+        "neg": 1.0,
+        "max_crop_centres": 1000,
+        "flip_prob": 0.5,
+        "affine": {"prob": 1.0, "rotate_range": [0.3, 0.3, 0.3], "scale_range": [0.1, 0.1, 0.1]},
+        "elastic": {"prob": 0.0, "sigma_range": [5, 7], "magnitude_range": [50, 150]},
+        "bias_field": {"prob": 0.0, "coeff_range": [0.0, 0.1]},
+        "contrast": {"prob": 0.0, "gamma": [0.8, 1.2]},
+        "noise": {"prob": 0.0, "std": 0.05},
+    }
+    label = torch.from_numpy(tube()[None])
+    item = {"image": label * 0.8 + 0.1, "label": label}
+    (cache,) = skeleton_transforms(True)
+    assert skeleton_transforms("false") == []
+    item = cache(item)
+    chain = random_transforms([16, 16, 16], 2, True, settings, skeleton=True)
+    assert isinstance(chain[-1], JoinSkeletond) and len(chain) == 14
+    for transform in chain:
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(0)
+    data = item
+    for transform in chain:
+        data = transform(data) if not isinstance(data, list) else [transform(d) for d in data]
+    for patch in data:
+        assert "skeleton" not in patch and patch["label"].shape == (2, 16, 16, 16)
+        joined_label, joined_skeleton = patch["label"][0] > 0.5, patch["label"][1] > 0.5
+        if joined_skeleton.any():  # the skeleton moved with the label: it lies in the label, dilated by one voxel
+            dilated = torch.nn.functional.max_pool3d(joined_label[None, None].float(), 3, 1, 1)[0, 0] > 0
+            assert bool(dilated[joined_skeleton].all())

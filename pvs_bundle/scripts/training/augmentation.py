@@ -39,9 +39,16 @@ from monai.transforms import (
 )
 
 from scripts.settings import as_bool
+from scripts.training.losses import JoinSkeletond
 
 KEYS: list[str] = ["image", "label"]  # the spatial transforms move the image and its label together
 MODES: list[str] = ["bilinear", "nearest"]  # image interpolated, label kept binary
+SKELETON_KEY = "skeleton"  # the label's skeleton, when the loss reads it (scripts.training.losses.LabelSkeletond)
+
+
+def _keys(skeleton: bool) -> tuple[list[str], list[str]]:
+    """The keys the spatial transforms move, and their interpolation modes (the skeleton, like the label, nearest)."""
+    return ([*KEYS, SKELETON_KEY], [*MODES, "nearest"]) if skeleton else (KEYS, MODES)
 
 
 class AffineSettings(TypedDict):
@@ -114,7 +121,12 @@ def _setting(settings: Mapping[str, Any], name: str) -> Any:
 
 
 def patch_sampling(
-    patch_size: Sequence[int], num_samples: int, pos: float, neg: float, max_crop_centres: int
+    patch_size: Sequence[int],
+    num_samples: int,
+    pos: float,
+    neg: float,
+    max_crop_centres: int,
+    skeleton: bool = False,
 ) -> list[Transform]:
     """The patch sampling: label as uint8, pad to one patch, list voxel indices, crop PVS/background patches.
 
@@ -124,18 +136,21 @@ def patch_sampling(
         pos: weight of patches centred on a PVS voxel.
         neg: weight of patches centred on a background voxel inside the head.
         max_crop_centres: at most this many candidate centres listed per class (bounds the cache's size).
+        skeleton: crop the label's skeleton (``skeleton``) with it too (missing keys allowed).
 
     Returns:
         Five transforms; the first three are deterministic (a dataset caches their output).
     """
+    keys, _ = _keys(skeleton)
     return [
         CastToTyped(keys="label", dtype=torch.uint8),
-        SpatialPadd(keys=KEYS, spatial_size=patch_size),
+        SpatialPadd(keys=keys, spatial_size=patch_size, allow_missing_keys=skeleton),
         ClassesToIndicesd(
             keys="label", num_classes=2, image_key="image", image_threshold=0, max_samples_per_class=max_crop_centres
         ),
         RandCropByLabelClassesd(
-            keys=KEYS,
+            keys=keys,
+            allow_missing_keys=skeleton,
             label_key="label",
             spatial_size=patch_size,
             ratios=[neg, pos],
@@ -147,13 +162,14 @@ def patch_sampling(
     ]
 
 
-def augmentations(augment: bool | str, settings: Mapping[str, Any]) -> list[Transform]:
+def augmentations(augment: bool | str, settings: Mapping[str, Any], skeleton: bool = False) -> list[Transform]:
     """The augmentations, in order: affine, elastic or identity, flips on axes 0, 1, 2, bias field, contrast, noise.
 
     Args:
         augment: the switch; false (or ``"false"`` from the command line) sets every probability to 0 and keeps
             the transforms, so the random streams of what comes before them do not change.
         settings: train.json's ``augmentation`` (:class:`AugmentationSettings`; the patch sampling keys unused).
+        skeleton: move the label's skeleton (``skeleton``) with the image and label (missing keys allowed).
 
     Returns:
         Eight transforms.
@@ -171,30 +187,34 @@ def augmentations(augment: bool | str, settings: Mapping[str, Any]) -> list[Tran
 
     elastic_prob = prob(elastic["prob"], "elastic#prob")
     flip_prob = prob(_setting(settings, "flip_prob"), "flip_prob")
+    keys, modes = _keys(skeleton)
+    missing = {"allow_missing_keys": True} if skeleton else {}
     return [
         RandAffined(
-            keys=KEYS,
+            keys=keys,
             prob=prob(affine["prob"], "affine#prob"),
             rotate_range=affine["rotate_range"],
             scale_range=affine["scale_range"],
-            mode=MODES,
+            mode=modes,
             padding_mode="reflection",
+            **missing,
         ),
         OneOf(
             transforms=[
                 Rand3DElasticd(
-                    keys=KEYS,
+                    keys=keys,
                     prob=1.0,
                     sigma_range=elastic["sigma_range"],
                     magnitude_range=elastic["magnitude_range"],
-                    mode=MODES,
+                    mode=modes,
                     padding_mode="reflection",
+                    **missing,
                 ),
-                Identityd(keys=KEYS),
+                Identityd(keys=keys, **missing),
             ],
             weights=[elastic_prob, 1.0 - elastic_prob],
         ),
-        *(RandFlipd(keys=KEYS, prob=flip_prob, spatial_axis=axis) for axis in range(3)),
+        *(RandFlipd(keys=keys, prob=flip_prob, spatial_axis=axis, **missing) for axis in range(3)),
         RandBiasFieldd(
             keys="image", prob=prob(bias_field["prob"], "bias_field#prob"), coeff_range=bias_field["coeff_range"]
         ),
@@ -204,7 +224,11 @@ def augmentations(augment: bool | str, settings: Mapping[str, Any]) -> list[Tran
 
 
 def random_transforms(
-    patch_size: Sequence[int], num_samples: int, augment: bool | str, settings: Mapping[str, Any]
+    patch_size: Sequence[int],
+    num_samples: int,
+    augment: bool | str,
+    settings: Mapping[str, Any],
+    skeleton: bool | str = False,
 ) -> list[Transform]:
     """Training's random transforms (train.json's ``train#random_transforms``): patch sampling, then augmentation.
 
@@ -213,13 +237,22 @@ def random_transforms(
         num_samples: patches cropped from each volume.
         augment: the one switch of every augmentation (the patch sampling always runs).
         settings: train.json's ``augmentation`` (:class:`AugmentationSettings`).
+        skeleton: the cached label skeleton (``skeleton``, :class:`scripts.training.losses.LabelSkeletond`) is
+            cropped and moved with the label, then joined to it as a second channel
+            (:class:`scripts.training.losses.JoinSkeletond`).
 
     Returns:
-        Thirteen transforms: :func:`patch_sampling`'s five, then :func:`augmentations`' eight.
+        Thirteen transforms: :func:`patch_sampling`'s five, then :func:`augmentations`' eight (with ``skeleton``, a
+        fourteenth joins the skeleton to the label).
 
     Raises:
         ValueError: if ``augment`` is not a flag or a probability is not a number in [0, 1].
         KeyError: if ``settings`` lacks a key.
     """
     sampling = [_setting(settings, name) for name in ("pos", "neg", "max_crop_centres")]
-    return [*patch_sampling(patch_size, num_samples, *sampling), *augmentations(augment, settings)]
+    with_skeleton = as_bool(skeleton, "skeleton")
+    transforms = [
+        *patch_sampling(patch_size, num_samples, *sampling, skeleton=with_skeleton),
+        *augmentations(augment, settings, skeleton=with_skeleton),
+    ]
+    return [*transforms, JoinSkeletond()] if with_skeleton else transforms

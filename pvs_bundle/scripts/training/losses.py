@@ -4,8 +4,9 @@ A PVS is a thin tube, and voxel losses let a prediction break it into pieces at 
 make the pieces cost, each switched on by its weight in ``loss_weights`` (0: off, the 0.7 loss exactly):
 
 - **Skeleton Recall** (Kirchhoff et al., ECCV 2024): 1 - the share of the label's skeleton, dilated by one voxel
-  (a "tubed" skeleton), that the prediction covers (soft, from the probabilities). Cheap: the skeletons are computed
-  once per case in the preprocessing cache (:class:`LabelSkeletond`), not at every step.
+  (a "tubed" skeleton), that the prediction covers (soft, from the probabilities). Cheap: train.json computes the
+  skeletons once per case before the preprocessing cache (:func:`skeleton_transforms`), crops and moves them with
+  the label and joins them to it (:class:`JoinSkeletond`), not at every step.
 - **soft clDice** (Shit et al., CVPR 2021): 1 - the harmonic mean of topology precision (the prediction's soft
   skeleton inside the label) and topology sensitivity (the label's skeleton inside the prediction). The prediction's
   skeleton is the differentiable soft skeleton (iterated min- and max-pooling); the label's is the cached one.
@@ -34,6 +35,7 @@ from torch import nn
 from torch.nn import functional
 
 from scripts.masks import CONNECTIVITY
+from scripts.settings import as_bool
 
 TERMS: tuple[str, ...] = ("dice", "bce", "skeleton_recall", "cldice", "blob")
 SKELETON_TERMS: tuple[str, ...] = ("skeleton_recall", "cldice")
@@ -96,6 +98,29 @@ class LabelSkeletond(MapTransform):
 def with_skeleton(label: torch.Tensor, skeleton: torch.Tensor) -> torch.Tensor:
     """The training target: the label in channel 0, its skeleton in channel 1."""
     return torch.cat([label, skeleton.to(label.dtype)], dim=0)
+
+
+class JoinSkeletond(MapTransform):
+    """Join the patch's ``skeleton`` to its ``label`` as channel 1 (:func:`with_skeleton`) and drop the key.
+
+    An item without a skeleton passes unchanged (its loss computes the skeleton on the spot).
+    """
+
+    def __init__(self, label_key: str = "label", skeleton_key: str = "skeleton") -> None:
+        super().__init__([label_key], allow_missing_keys=True)
+        self.label_key, self.skeleton_key = label_key, skeleton_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a copy of ``data`` whose label holds its skeleton."""
+        d = dict(data)
+        if self.skeleton_key in d and self.label_key in d:
+            d[self.label_key] = with_skeleton(d[self.label_key], d.pop(self.skeleton_key))
+        return d
+
+
+def skeleton_transforms(enabled: bool | str) -> list[MapTransform]:
+    """The deterministic step that adds each label's skeleton before the cache, when a loss term reads it."""
+    return [LabelSkeletond("label")] if as_bool(enabled, "skeleton_in_cache") else []
 
 
 def soft_skeleton(probabilities: torch.Tensor, iterations: int = SOFT_SKELETON_ITERATIONS) -> torch.Tensor:
