@@ -23,6 +23,7 @@ is printed before any bundle code runs; ``PYTHONWARNINGS="ignore::UserWarning:mo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -42,7 +43,7 @@ class BundleError(Exception):
     """A failure this bundle explains itself: its message names the file and the fix, and is all a user sees."""
 
 
-_settings: dict[str, Path] = {"log_dir": Path(tempfile.gettempdir())}
+_settings: dict[str, Path | None] = {"log_dir": None}  # the run's output folder, once a workflow names it
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -84,7 +85,9 @@ def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackTyp
         return
     full = "".join(traceback.format_exception(kind, error, tb))
     folder = _settings["log_dir"]
-    log = (folder if folder.is_dir() else Path(tempfile.gettempdir())) / LOG_NAME
+    # without an output folder, the shared temporary folder: one log per process, so two failed runs keep theirs
+    shared = Path(tempfile.gettempdir()) / f"pvs_bundle_error.{os.getpid()}.log"
+    log = folder / LOG_NAME if folder is not None and folder.is_dir() else shared
     try:
         log.write_text(full)
         where = f"full traceback in {log}, or rerun with --debug true"

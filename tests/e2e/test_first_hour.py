@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from scripts.errors import PREFIX, BundleError, one_line, root_cause
 from scripts.inference.inference_inputs import inference_datalist
 from scripts.model.model_file import SETTINGS, check_model_settings, read_settings, settings_file, write_settings
-from scripts.model.network import build_unetplusplus
+from scripts.model.network import network_from_settings
 from scripts.training.checkpoint import BestModelSaver
 
 
@@ -37,13 +37,7 @@ def demo_model(tmp_path_factory) -> Path:
     """An untrained model built as demo.json builds it (B0, GroupNorm, 32³), saved as training saves it."""
     settings = demo_settings()
     torch.manual_seed(0)
-    network = build_unetplusplus(
-        encoder_name=settings["encoder_name"],
-        encoder_weights=None,
-        decoder_channels=settings["decoder_channels"],
-        patch_size=settings["patch_size"],
-        norm=settings["norm"],
-    )
+    network = network_from_settings(settings)
     path = tmp_path_factory.mktemp("models") / "model.pt"
     torch.save(network.state_dict(), path)
     write_settings(path, settings)
@@ -170,6 +164,7 @@ def test_missing_dataset_ends_with_the_bundles_message_and_a_log(tmp_path):
     assert short(proc.stderr), proc.stderr
     log = Path(re.search(r"full traceback in (\S+),", proc.stderr).group(1))
     assert "Traceback" in log.read_text() and "does not exist" in log.read_text()
+    assert re.fullmatch(r"pvs_bundle_error\.\d+\.log", log.name)  # one per process: runs failing together keep theirs
     assert not (tmp_path / "out").exists()  # no output folder made just for the log
 
 

@@ -19,7 +19,7 @@ from scripts.inference.inference_inputs import inference_datalist
 from scripts.inference.prediction_writer import ID_COLUMNS
 from scripts.io import sha256_file
 from scripts.model.model_file import check_model_file, resolve_contrasts, write_settings
-from scripts.model.network import build_unetplusplus
+from scripts.model.network import network_from_settings
 
 SHAPE = (40, 48, 36)  # non-cubic
 ALL_THREE = ["T2w", "T1w", "FLAIR"]
@@ -49,13 +49,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A random-init model built as pretrained.json builds it; its model.json lists three contrasts and its SHA-256."""
     settings = pretrained_settings()
     torch.manual_seed(0)
-    network = build_unetplusplus(
-        encoder_name=settings["encoder_name"],
-        encoder_weights=None,
-        decoder_channels=settings["decoder_channels"],
-        patch_size=settings["patch_size"],
-        norm=settings["norm"],
-    )
+    network = network_from_settings(settings)
     model = tmp_path_factory.mktemp("pretrained") / "model.pt"
     torch.save(network.state_dict(), model)
     write_settings(model, settings, {"contrasts": ALL_THREE, "sha256": sha256_file(model)})
