@@ -95,11 +95,7 @@ def main() -> None:
             out = root / f"out{repeat}"
             stage = PVSMeasurement(
                 config["regions"],
-                out / "pvs_census.csv",
-                out / "pvs_census.json",
-                out / "pvs_regions.csv",
-                out / "pvs_regions.json",
-                out / "qc_report.html",
+                out,
                 parcellation_dir=root / "seg",
             )
             start = time.perf_counter()

@@ -135,16 +135,21 @@ def test_refusal_to_overwrite_says_how_to_resume(cohort):
     assert "--skip_existing true" in proc.stderr and "--overwrite true" in proc.stderr
 
 
-def test_a_killed_run_resumes_with_skip_existing(cohort, tmp_path):
-    dataset, model, one = cohort
-    out = tmp_path / "resumed"
-    command = [sys.executable, "-m", "monai.bundle", *_infer_args(dataset, out, model)]
+def _kill_once_written(args: list[str], folder: Path, pattern: str) -> None:
+    """Run the bundle and SIGKILL it as soon as a file matching ``pattern`` appears under ``folder``."""
+    command = [sys.executable, "-m", "monai.bundle", *args]
     run = subprocess.Popen(command, cwd=BUNDLE_ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
-    while not list(out.rglob("*_mask.json")) and run.poll() is None and time.monotonic() < deadline:
+    while not list(folder.rglob(pattern)) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
+
+
+def test_a_killed_run_resumes_with_skip_existing(cohort, tmp_path):
+    dataset, model, one = cohort
+    out = tmp_path / "resumed"
+    _kill_once_written(_infer_args(dataset, out, model), out, "*_mask.json")
     done = sorted(out.rglob("*_mask.json"))
     assert 1 <= len(done) < len(NAMES) and not (out / "pvs_burden.json").exists()
     damaged = next(p for p in sorted(out.rglob(f"*{MASK_SUFFIX}")) if sidecar_path(p) in done)
@@ -220,3 +225,57 @@ def test_train_and_evaluate_configs_together_still_build_the_training_chain(tmp_
     assert isinstance(trained["label"], torch.Tensor) and trained["label"].shape == trained["image"].shape
     evaluated = parser.get_parsed_content("validate#preprocessing")(dict(case))
     assert evaluated["label"] == case["label"]  # evaluation reads the label natively, later
+
+
+COHORT_TABLES = [f"{name}.{ext}" for name in ("pvs_burden", "pvs_census", "pvs_regions") for ext in ("csv", "json")]
+
+
+def _shard(dataset: Path, out: Path, model: Path, index: int, *extra: str) -> list[str]:
+    flags = ["--num_shards", "2", "--shard_index", str(index)] if index is not None else []
+    return _infer_args(dataset, out, model, "--save_probabilities", "true", *flags, *extra)
+
+
+def _merge(out: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
+    command = ["run", "merging", "--config_file", "configs/inference.json", "--output_dir", str(out), *extra]
+    if ok:
+        return _bundle(command)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *command], cwd=BUNDLE_ROOT, env=ENV, capture_output=True, text=True
+    )
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc
+
+
+def test_job_array_shards_killed_resumed_and_merged_write_what_one_process_writes(cohort, tmp_path):
+    dataset, model, one = cohort
+    out = tmp_path / "array"
+    cases = out / "shards" / "shard-1-of-2" / "cases"
+    # Job 1 of 2 (inputs 1, 3, 5) is killed after its first case.
+    _kill_once_written(_shard(dataset, out, model, 1), cases, "*.json")
+    assert 1 <= len(list(cases.glob("*.json"))) < 3
+    assert "shard-0-of-2 is missing" in _merge(out, ok=False).stderr
+    # Job 0 of 2 takes its place from a SLURM job array numbered from 1 (task 1 of 2), without the flags.
+    env = {**ENV, "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *_shard(dataset, out, model, None)],
+        cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Job 0 of 2 of a job array" in proc.stdout + proc.stderr and not (out / "pvs_burden.csv").exists()
+    refused = _merge(out, ok=False).stderr
+    assert "shard-1-of-2 is incomplete" in refused and "--shard_index 1 --skip_existing true" in refused
+    resumed = _bundle(_shard(dataset, out, model, 1, "--skip_existing", "true"))
+    assert re.search(r"Skipping [12] of 3 image\(s\)", resumed.stdout + resumed.stderr)
+    _merge(out)
+    reference, masks = _masks(one), _masks(out)
+    assert list(masks) == list(reference)
+    for name, mask in masks.items():
+        np.testing.assert_array_equal(mask, reference[name], err_msg=name)
+    for table in COHORT_TABLES:
+        assert (out / table).read_bytes() == (one / table).read_bytes(), table
+    assert (out / "qc_report.html").read_bytes() == (one / "qc_report.html").read_bytes()
+    assert "--overwrite true" in _merge(out, ok=False).stderr
+    # A shard run again with another threshold no longer belongs to the cohort: the merge names it.
+    _bundle(_shard(dataset, out, model, 1, "--threshold", "0.4", "--overwrite", "true"))
+    refused = _merge(out, "--overwrite", "true", ok=False).stderr
+    assert "shard-1-of-2 was run with other settings than shard-0-of-2 (Threshold)" in refused

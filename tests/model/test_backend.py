@@ -117,8 +117,8 @@ def test_exported_backends_agree_with_the_pytorch_network(tmp_path, name):
         pytest.skip("openvino is not installed (requirements.txt installs it)")
     model = save_model(tmp_path / "models", seed=3)
     eager = backends.load_weights(tiny_network(9), model).eval()
-    runner = inference_network(Backend(name, "test"), tiny_network(9), model, (8, 8, 8), precision="fp32")
-    x = torch.randn(2, 1, 16, 8, 8) if name != "torchscript" else torch.randn(1, 1, 8, 8, 8)
+    runner = inference_network(Backend(name, "test"), tiny_network(9), model, (32, 32, 32), precision="fp32")
+    x = torch.randn(2, 1, 64, 32, 32) if name != "torchscript" else torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(runner(x).numpy(), eager(x).numpy(), atol=1e-4)
     assert runner is not eager and len(list(model.parent.glob("model.*.*"))) == 2  # the export and its sidecar
@@ -139,8 +139,8 @@ def test_the_exported_program_of_the_unetplusplus_takes_other_batch_and_window_s
 def test_an_export_made_on_the_first_call_inside_autocast_is_traced_in_fp32(tmp_path):
     model = save_model(tmp_path / "models", seed=4)
     eager = backends.load_weights(tiny_network(), model).eval()
-    runner = inference_network(Backend("onnxruntime", "test"), tiny_network(), model, (8, 8, 8))
-    x = torch.randn(1, 1, 8, 8, 8)
+    runner = inference_network(Backend("onnxruntime", "test"), tiny_network(), model, (32, 32, 32))
+    x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as the bundle's AutocastInferer calls it
         out = runner(x)
     with torch.no_grad():

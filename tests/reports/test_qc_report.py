@@ -48,11 +48,7 @@ def measured(tmp_path_factory):
     coarse = parcellation(SHAPE)[::2, ::2, :]
     stage = PVSMeasurement(
         REGIONS,
-        root / "out" / "pvs_census.csv",
-        root / "out" / "pvs_census.json",
-        root / "out" / "pvs_regions.csv",
-        root / "out" / "pvs_regions.json",
-        root / "out" / "qc_report.html",
+        root / "out",
         parcellation_dir=parcellations,
         patch_size=(48, 48, 48),
         pixdim=(0.8, 0.8, 0.8),

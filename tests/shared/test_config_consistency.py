@@ -121,3 +121,9 @@ def test_every_documented_composition_resolves_its_references(workflow, files):
     for id_ in (workflow, "initialize", "finalize"):
         if id_ in parser:
             parser.get_parsed_content(id_, instantiate=False, eval_expr=False)
+
+
+@pytest.mark.parametrize(("name", "limit"), [("train.json", 400), ("inference.json", 220)])
+def test_the_main_configs_stay_within_their_length(name, limit):
+    lines = len((CONFIGS / name).read_text().splitlines())
+    assert lines <= limit, f"{name} has {lines} lines, over its {limit} (issue 24): move logic to scripts/, not keys"

@@ -142,6 +142,11 @@ class Provenance:
             BURDEN_KEY: dict(row),
         }
 
+    def run_settings(self) -> dict[str, Any]:
+        """What every mask of one cohort must share: model, threshold, settings and bundle version."""
+        sidecar = self.sidecar("", {})
+        return {key: sidecar[key] for key in ("ModelSHA256", "Threshold", "Settings", "BundleVersion")}
+
     def write_sidecar(self, image: str | Path, mask: str | Path, row: Mapping[str, Any]) -> Path:
         """Write the sidecar of ``mask`` (after the mask itself: its presence marks the input complete)."""
         return atomic_write_json(sidecar_path(mask), self.sidecar(image, row))

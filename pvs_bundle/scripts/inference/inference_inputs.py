@@ -62,6 +62,7 @@ from scripts.bids import (
 )
 from scripts.distributed import barrier, gather_in_order, input_shard
 from scripts.inference.derivatives import Provenance
+from scripts.inference.shards import Shard, has_record
 from scripts.model.model_file import trained_for
 from scripts.nifti import DATA_ERRORS, HEADER_ERRORS, count_non_finite
 from scripts.settings import as_bool, as_volume_index
@@ -299,6 +300,7 @@ def inference_datalist(
     allow_any_contrast: bool | str = False,
     contrasts: Sequence[str] = DEFAULT_CONTRASTS,
     model_file: str | Path | None = None,
+    shard: Shard | None = None,
 ) -> list[dict[str, Any]]:
     """List, check and name the inputs of an inference run, before any of them is loaded for inference.
 
@@ -317,6 +319,8 @@ def inference_datalist(
             dataset then gives every anatomical image).
         contrasts: the contrasts (BIDS suffixes) the model accepts (``@resolved_contrasts``).
         model_file: the model, named when an input's contrast is refused.
+        shard: a job of a job array (:mod:`scripts.inference.shards`): only its share of the inputs is checked and
+            returned, its part of the tables guarded instead of ``other_outputs``; None: every input.
 
     Returns:
         One dict per input: ``image`` (the path), ``case`` (the output stem), ``mask`` and ``probseg`` (their
@@ -337,7 +341,8 @@ def inference_datalist(
     any_contrast = as_bool(allow_any_contrast, "allow_any_contrast")
     contrasts = as_contrasts(contrasts)
     inputs = list_inputs(dataset_dir, input_files, contrasts, any_contrast, model_file)
-    check_inputs([image for image, _ in inputs], index, any_contrast, contrasts, model_file)
+    share = [image for i, (image, _) in enumerate(inputs) if shard is None or i % shard.count == shard.index]
+    check_inputs(share, index, any_contrast, contrasts, model_file)
     unstated = [image.name for image, _ in inputs if named_contrast(image) is None]
     if unstated and not any_contrast:
         logger.warning(
@@ -367,9 +372,13 @@ def inference_datalist(
                 f"{item['mask']}: {_rename_fix(Path(seen[item['mask']]), Path(item['image']))}."
             )
         seen[item["mask"]] = item["image"]
+    if shard is not None:
+        items, other_outputs = shard.deal(items), [shard.manifest(out)]
     if skip:
         mine = [
             provenance.completed_row(i["image"], [i["mask"], *([i["probseg"]] if with_probabilities else [])])
+            if shard is None or has_record(shard, out, i["case"])
+            else None
             for i in input_shard(items)
         ]
         for item, row in zip(items, gather_in_order(mine, len(items)), strict=True):

@@ -25,7 +25,8 @@ from scripts.case_handler import PerCaseHandler
 from scripts.distributed import gather_in_order, is_main_process
 from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
-from scripts.measurement.measure import PVSMeasurement
+from scripts.inference.shards import Shard, write_case_record, write_manifest
+from scripts.measurement.measure import PVSMeasurement, measurement_files
 from scripts.measurement.pvs_burden import pvs_burden
 from scripts.measurement.regions import estimate_brain_mask
 from scripts.nifti import save_like, voxel_volume_mm3
@@ -36,6 +37,17 @@ logger = logging.getLogger("pvs_bundle.prediction_writer")
 
 # subject, session, acq, run (BIDS entities), contrast (the suffix the input's name states), image (its file name)
 ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), CONTRAST_COLUMN, "image")
+BURDEN_NAME = "pvs_burden"  # the burden table: pvs_burden.csv and pvs_burden.json in the output folder
+
+
+def burden_files(output_dir: str | Path) -> tuple[Path, Path]:
+    """The burden table's CSV and JSON in ``output_dir``."""
+    return Path(output_dir) / f"{BURDEN_NAME}.csv", Path(output_dir) / f"{BURDEN_NAME}.json"
+
+
+def cohort_files(output_dir: str | Path) -> list[Path]:
+    """Every table and report an inference run writes once for all its inputs in ``output_dir``."""
+    return [*burden_files(output_dir), *measurement_files(output_dir)]
 
 
 class PredictionWriter(PerCaseHandler):
@@ -52,43 +64,59 @@ class PredictionWriter(PerCaseHandler):
     mask gives the burden's fraction); without one, the fraction is of the brain mask estimated from the head mask.
 
     Args:
-        table_csv: path of the CSV table.
-        table_json: path of the JSON table.
+        output_dir: the folder of the burden table (``pvs_burden.csv`` and ``.json``, :func:`burden_files`).
         save_probabilities: whether to write the probability maps (float32) beside the masks.
         provenance: writes each mask's BIDS sidecar and the output folder's ``dataset_description.json``.
         inputs: every input of the run (:func:`scripts.inference.inference_inputs.inference_datalist`), skipped
             ones included, giving the table's order; None: the cases segmented, in the order segmented.
         measurement: the measurement stage (:class:`scripts.measurement.measure.PVSMeasurement`), or None.
+        shard: a job of a job array (:mod:`scripts.inference.shards`): each case's rows are kept in the shard's
+            folder and the tables are left to :func:`merge_shards`; None: the tables are written at the end.
     """
 
     def __init__(
         self,
-        table_csv: str | Path,
-        table_json: str | Path,
+        output_dir: str | Path,
         save_probabilities: bool | str = False,
         provenance: Provenance | None = None,
         inputs: Sequence[Mapping[str, Any]] | None = None,
         measurement: PVSMeasurement | None = None,
+        shard: Shard | None = None,
     ) -> None:
-        self.table_csv = Path(table_csv)
-        self.table_json = Path(table_json)
+        self.output_dir = Path(output_dir)
+        self.table_csv, self.table_json = burden_files(output_dir)
         self.save_probabilities = as_bool(save_probabilities, "save_probabilities")
         self.provenance = provenance
         self.inputs = None if inputs is None else list(inputs)
         self.measurement = measurement
+        self.shard = shard
         self.rows: list[dict[str, Any]] = []
 
     def reset(self, engine: Engine) -> None:
-        """Forget the cases of a previous run."""
+        """Forget the cases of a previous run; a shard's manifest says it has started, not finished."""
         self.rows = []
         if self.measurement is not None:
             self.measurement.reset()
+        self._write_manifest(done=False)
 
     def handle_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
-        """Write one case (see :meth:`write_case`) and keep its table row."""
+        """Write one case (see :meth:`write_case`) and keep its table row (in a shard, also in a file)."""
         row = self.write_case(item)
         self.rows.append(row)
+        if self.shard is not None:
+            measured = self.measurement.records[-1] if self.measurement is not None else {}
+            record = {"row": row, **{k: measured.get(k) for k in ("census", "regions", "subject")}}
+            write_case_record(self.shard, self.output_dir, item, record)
         return row
+
+    def _write_manifest(self, done: bool) -> None:
+        if self.shard is None or not is_main_process():
+            return
+        settings = self.provenance.run_settings() if self.provenance is not None else {}
+        if self.measurement is not None:
+            regions, parcellations = list(self.measurement.regions.names), str(self.measurement.parcellation_dir)
+            settings = {**settings, "regions": regions, "parcellations": parcellations}
+        write_manifest(self.shard, self.output_dir, self.inputs or [], settings, done)
 
     def write_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
         """Write one case's outputs and return its table row.
@@ -139,6 +167,19 @@ class PredictionWriter(PerCaseHandler):
             rows = [item[DONE_KEY] if DONE_KEY in item else next(segmented) for item in self.inputs]
         if self.measurement is not None:
             self.measurement.gather(None if self.inputs is None else len(pending(self.inputs)))
+        if self.shard is not None:
+            self._write_manifest(done=True)
+            if self.provenance is not None and is_main_process():
+                self.provenance.write_dataset_description()
+            logger.info(
+                "%s: %d case(s) in %s. When every shard has finished: python -m monai.bundle run merging "
+                "--config_file configs/inference.json --output_dir %s",
+                self.shard.name,
+                len(rows),
+                self.shard.folder(self.output_dir),
+                self.output_dir,
+            )
+            return
         if not is_main_process():
             return
         if not rows:

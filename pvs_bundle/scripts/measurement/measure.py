@@ -50,8 +50,17 @@ REGION_COLUMNS: tuple[str, ...] = (
     "region_volume_mm3",
     "pvs_volume_fraction",
 )
+CENSUS_NAME, REGIONS_NAME, REPORT_NAME = "pvs_census", "pvs_regions", "qc_report.html"
+"""The cohort files the stage writes in its output folder: census and region tables (CSV and JSON), QC report."""
 OVERLAY_REGIONS: tuple[str, ...] = ("basal_ganglia", "cerebral_white_matter")
 """Regions whose PVS-richest slices the report shows, when the region map has them."""
+
+
+def measurement_files(output_dir: str | Path) -> tuple[Path, Path, Path, Path, Path]:
+    """The census CSV and JSON, the region table CSV and JSON and the QC report in ``output_dir``."""
+    folder = Path(output_dir)
+    names = (f"{CENSUS_NAME}.csv", f"{CENSUS_NAME}.json", f"{REGIONS_NAME}.csv", f"{REGIONS_NAME}.json", REPORT_NAME)
+    return tuple(folder / name for name in names)  # type: ignore[return-value]
 
 
 class PVSMeasurement:
@@ -59,11 +68,9 @@ class PVSMeasurement:
 
     Args:
         regions: the label-to-region map (``{region: [labels]}``, :func:`scripts.measurement.regions.region_map`).
-        census_csv: path of the census CSV (its JSON twin is ``census_json``).
-        census_json: path of the census JSON.
-        region_csv: path of the region table CSV.
-        region_json: path of the region table JSON.
-        report_html: path of the QC report; None writes no report.
+        output_dir: the folder of the census (``pvs_census.csv`` / ``.json``), the region table
+            (``pvs_regions.csv`` / ``.json``) and the QC report (``qc_report.html``): :func:`measurement_files`.
+        report: whether to write the QC report.
         parcellation_dir: folder searched for each case's parcellation (None: only ``parcellation_files``).
         parcellation_files: case id (output stem, e.g. ``sub-001``) -> parcellation file.
         patch_size: the sliding window in voxels of ``pixdim``, for the ``too_small`` flag.
@@ -77,11 +84,8 @@ class PVSMeasurement:
     def __init__(
         self,
         regions: Mapping[str, Sequence[int | str]],
-        census_csv: str | Path,
-        census_json: str | Path,
-        region_csv: str | Path,
-        region_json: str | Path,
-        report_html: str | Path | None = None,
+        output_dir: str | Path,
+        report: bool = True,
         parcellation_dir: str | Path | None = None,
         parcellation_files: Mapping[str, str | Path] | None = None,
         patch_size: Sequence[int] = (96, 96, 96),
@@ -89,9 +93,9 @@ class PVSMeasurement:
         volume_index: int | str | None = None,
     ) -> None:
         self.regions = region_map(regions)
-        self.census_csv, self.census_json = Path(census_csv), Path(census_json)
-        self.region_csv, self.region_json = Path(region_csv), Path(region_json)
-        self.report_html = None if report_html in (None, "") else Path(report_html)
+        files = measurement_files(output_dir)
+        self.census_csv, self.census_json, self.region_csv, self.region_json = files[:4]
+        self.report_html = files[4] if report else None
         self.parcellation_dir = None if parcellation_dir in (None, "") else Path(parcellation_dir)
         self.parcellation_files = {str(k): Path(v) for k, v in (parcellation_files or {}).items()}
         missing = [str(p) for p in self.parcellation_files.values() if not p.is_file()]

@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from scripts.io import atomic_write_json, sha256_file
+from scripts.model.model_file import check_model_file
+from scripts.model.network import check_patch_size
 
 logger = logging.getLogger("pvs_bundle.backend")
 
@@ -252,8 +254,15 @@ def inference_network(
     Returns:
         A module mapping a batch (N, 1, X, Y, Z) to logits; for an exported backend, one that exports (or reads the
         cache) and loads the runner on its first call (:class:`DeferredNetwork`).
+
+    Raises:
+        ValueError: if ``window`` (``sw_roi_size``) is not made of multiples of 32.
+        FileNotFoundError: if ``load_pretrain`` and ``model_file`` is missing (:func:`check_model_file`).
     """
-    if not load_pretrain:
+    check_patch_size(window, "sw_roi_size")
+    if load_pretrain:
+        check_model_file(model_file)
+    else:
         logger.info("Inference backend: the overlay's network_def (%s)", type(network).__name__)
         return network
     logger.info("Inference backend: %s (%s)", backend.name, backend.reason)

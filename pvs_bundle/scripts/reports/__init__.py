@@ -1,1 +1,10 @@
 """Reports: figures and plots written beside the results."""
+
+from types import ModuleType
+
+from scripts import child_module
+
+
+def __getattr__(name: str) -> ModuleType:
+    """A module of this package, imported on first access (``$@scripts.reports.<module>.<name>`` in a config)."""
+    return child_module(__name__, name)

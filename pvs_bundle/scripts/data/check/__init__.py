@@ -12,3 +12,12 @@ numbers are kept per file, and every problem is reported with the file, a short 
 - :mod:`~scripts.data.check.run`: the checks of a dataset and of a workflow's cases, for configs and the
   command line (``python -m scripts.data.check --dataset_dir D``; :func:`scripts.data.check.run.main`).
 """
+
+from types import ModuleType
+
+from scripts import child_module
+
+
+def __getattr__(name: str) -> ModuleType:
+    """A module of this package, imported on first access (``$@scripts.data.check.<module>.<name>`` in a config)."""
+    return child_module(__name__, name)

@@ -6,6 +6,9 @@ noise), ``parcellation`` (FreeSurferColorLUT labels), ``subject`` (one subject f
 files and their layout) and ``dataset`` (the entry points). The command line is :mod:`scripts.data.demo_data`.
 """
 
+from types import ModuleType
+
+from scripts import child_module
 from scripts.data.demo.dataset import MARKER_NAME, ensure_demo_dataset, generate_dataset
 from scripts.data.demo.grid import DEMO_SHAPE
 from scripts.data.demo.subject import SyntheticSubject, empty_subjects, synthesize_subject
@@ -19,3 +22,8 @@ __all__ = [
     "generate_dataset",
     "synthesize_subject",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """A module of this package, imported on first access (``$@scripts.data.demo.<module>.<name>`` in a config)."""
+    return child_module(__name__, name)
