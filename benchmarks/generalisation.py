@@ -21,7 +21,7 @@
 
 Run from the repository root (datasets are reused when their settings match; evaluation runs always rerun)::
 
-    python benchmarks/generalisation.py --model pretrained=configs/pretrained.json:models/pretrained \\
+    python benchmarks/generalisation.py --model pretrained=configs/pretrained.json:models \\
         --model demo=configs/demo.json:models/demo --out generalisation_benchmark
     python benchmarks/generalisation.py --quick --model demo=configs/demo.json:models/demo    # a smoke run
 """
@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         required=True,
         metavar="NAME=CONFIG_OVERLAYS:CKPT_DIR",
-        help="a model to evaluate (repeatable), e.g. pretrained=configs/pretrained.json:models/pretrained",
+        help="a model to evaluate (repeatable), e.g. pretrained=configs/pretrained.json:models",
     )
     parser.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
     parser.add_argument("--voxel_sizes", nargs="+", default=list(VOXEL_SIZES), help="mm: one number or AxBxC")

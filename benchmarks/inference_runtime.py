@@ -21,7 +21,7 @@ Run from the repository root::
         --model_file pvs_bundle/models/demo/model.pt                              # full size, 208 x 300 x 320
     python benchmarks/inference_runtime.py --encoder efficientnet-b7 --paths "eager fp32" "eager fp32 skip"
     python benchmarks/inference_runtime.py --norm group --decoder_channels 128 64 32 16 8 \
-        --model_file pvs_bundle/models/pretrained/model.pt --patch_size 64 64 64 --overlap 0.25   # the shipped model
+        --model_file pvs_bundle/models/model.pt --patch_size 64 64 64 --overlap 0.25   # the shipped model
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What each thin-structure loss term costs per training step, side by side with Dice + BCE alone.
 
-One training step of the shipped model's network (``models/pretrained/model.json``: EfficientNet-B0 UNet++, group
+One training step of the shipped model's network (``models/model.json``: EfficientNet-B0 UNet++, group
 norm) on a batch of ``--batch`` synthetic-like patches (curved tubes in noise) of ``--patch`` voxels: forward, loss,
 backward, AdamW, at the precision the bundle picks on this CPU (bf16 autocast where it computes bf16 natively). The
 loss is ``scripts.training.losses.PVSLoss`` with Dice + BCE only, then with each term on (weight 1), then all three;
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    settings = json.loads((BUNDLE_ROOT / "models/pretrained/model.json").read_text())
+    settings = json.loads((BUNDLE_ROOT / "models/model.json").read_text())
     network = network_from_settings(settings, encoder_weights=None)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     precision = resolve_precision("auto", "cpu")

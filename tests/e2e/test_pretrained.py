@@ -1,4 +1,4 @@
-"""The shipped model (models/pretrained): what it is, that the pretrained overlay runs it, and how well it segments
+"""The shipped model (models/model.pt): what it is, that inference.json's defaults run it, and how well it segments
 T2w, T1w and FLAIR volumes of a generator it was never trained on (the demo generator, scripts/data/demo/)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from monai.bundle import ConfigParser
 
 from scripts.data.demo import synthesize_subject
 
-SHIPPED = BUNDLE_ROOT / "models" / "pretrained"
-PRETRAINED = "['configs/inference.json','configs/pretrained.json']"
+SHIPPED = BUNDLE_ROOT / "models"
+PRETRAINED = "configs/inference.json"  # its defaults run the shipped model (the Model Zoo's models/model.pt)
 CONTRASTS = ("T2w", "T1w", "FLAIR")
 HELD_OUT_SEED = 4242  # not the demo's 0, not the benchmark's 9001
 # Dice of the shipped model on each held-out volume must reach this: measured 0.68 (T2w), 0.70 (T1w), 0.73 (FLAIR)
@@ -29,7 +29,7 @@ MIN_DICE = 0.6
 
 def test_the_shipped_model_is_in_git_small_and_described():
     model = SHIPPED / "model.pt"
-    assert model.is_file(), "models/pretrained/model.pt must be committed: it is the bundle's shipped model"
+    assert model.is_file(), "models/model.pt must be committed: it is the bundle's shipped model"
     assert model.stat().st_size <= 25 * 1024 * 1024
     saved = json.loads((SHIPPED / "model.json").read_text())
     assert saved["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
@@ -40,13 +40,15 @@ def test_the_shipped_model_is_in_git_small_and_described():
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
 
 
-def test_the_pretrained_overlay_builds_the_shipped_network():
+@pytest.mark.parametrize("overlays", [[], ["pretrained.json"]], ids=["inference.json", "with pretrained.json"])
+def test_inference_json_builds_the_shipped_network_with_or_without_the_pretrained_overlay(overlays):
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "pretrained.json")])
+    parser.read_config([str(CONFIGS / name) for name in ("inference.json", *overlays)])
     parser["bundle_root"] = str(BUNDLE_ROOT)
     network = parser.get_parsed_content("network_def")  # checks the config against model.json first
     state = torch.load(SHIPPED / "model.pt", weights_only=True)
     network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    assert parser.get_parsed_content("sw_roi_size") == [64, 64, 64] and parser.get_parsed_content("sw_overlap") == 0.25
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,9 @@ def test_shipped_model_segments_t2w_t1w_and_flair_of_another_generator(held_out,
 
 def test_a_damaged_shipped_model_stops_in_one_line(tmp_path):
     copy = tmp_path / "pretrained"
-    shutil.copytree(SHIPPED, copy)
+    copy.mkdir()
+    for name in ("model.pt", "model.json"):
+        shutil.copy(SHIPPED / name, copy / name)
     data = (copy / "model.pt").read_bytes()
     (copy / "model.pt").write_bytes(data[: len(data) // 2])
     image = tmp_path / "scan_T2w.nii.gz"

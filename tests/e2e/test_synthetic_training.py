@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLE_ROOT, TINY_TRAINING, bundle_env, run_bundle
+from conftest import BUNDLE_ROOT, CONFIGS, TINY_TRAINING, bundle_env, run_bundle
+from monai.bundle import ConfigParser
 
 SYNTHETIC = "['configs/train.json','configs/synthetic.json']"
 TINY_SYNTH = [
@@ -64,7 +65,7 @@ def test_training_needs_no_dataset_and_records_what_trained_it(trained):
 
 
 def test_release_halves_and_hashes_the_weights(trained, tmp_path):
-    proc = release(trained, tmp_path / "pretrained")
+    proc = release(trained, tmp_path / "pretrained", "--sw_roi_size", "32", "64", "32", "--sw_overlap", "0.4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = torch.load(tmp_path / "pretrained/model.pt", weights_only=True)
     full = torch.load(trained / "models/model.pt", weights_only=True)
@@ -77,6 +78,14 @@ def test_release_halves_and_hashes_the_weights(trained, tmp_path):
     assert saved["sha256"] == hashlib.sha256((tmp_path / "pretrained/model.pt").read_bytes()).hexdigest()
     assert saved["training"]["epochs"] == 1 and saved["training"]["cpu_minutes"] > 0
     assert saved["contrasts"] == ["T2w", "T1w", "FLAIR"] and saved["weights_dtype"] == "float16"
+    # inference.json alone runs the release with the network, preprocessing and window its model.json records
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE_ROOT), "model_file": str(tmp_path / "pretrained/model.pt")})
+    assert parser.get_parsed_content("sw_roi_size") == [32, 64, 32] and parser.get_parsed_content("sw_overlap") == 0.4
+    assert parser.get_parsed_content("model_settings") == {
+        k: v for k, v in saved.items() if k in parser.get_parsed_content("model_settings")
+    }
 
 
 def test_warm_start_continues_and_keeps_the_cpu_record(trained, tmp_path):

@@ -278,7 +278,7 @@ def test_pretrained_overlay_points_at_the_shipped_model_and_sets_no_data_path():
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / name) for name in (*base, "pretrained.json")])
         parser["bundle_root"] = str(BUNDLE_ROOT)
-        assert Path(parser.get_parsed_content("model_file")) == BUNDLE_ROOT / "models" / "pretrained" / "model.pt"
+        assert Path(parser.get_parsed_content("model_file")) == BUNDLE_ROOT / "models" / "model.pt"
         settings = parser.get_parsed_content("model_settings")
         assert (settings["encoder_name"], settings["norm"], parser.get_parsed_content("contrasts")) == (
             "efficientnet-b0",

@@ -9,29 +9,30 @@ import pytest
 from conftest import CONFIGS
 from monai.bundle import ConfigParser
 
-# The model and preprocessing keys inference.json repeats from train.json (it is read alone:
-# `run inferring --config_file configs/inference.json`), which must build the same network and preprocessing.
+# The keys inference.json repeats from train.json (it is read alone: `run inferring --config_file
+# configs/inference.json`); its network and preprocessing come from the model's model.json (RECORDED below).
 SHARED_WITH_TRAINING = [
     "bundle_root",
-    "ckpt_dir",
     "model_file",
     "device",
     "precision",
     "amp",
     "amp_kwargs",
-    "pixdim",
-    "intensity",
-    "patch_size",
     "num_workers",
     "num_threads",
     "sw_batch_size",
+    "model_settings",
+]
+# The network and preprocessing keys inference.json reads from the model's model.json, falling back to train.json's.
+RECORDED = [
+    "pixdim",
+    "intensity",
+    "patch_size",
     "sw_overlap",
     "sw_roi_size",
     "encoder_name",
     "decoder_channels",
     "norm",
-    "model_settings",
-    "set_threads",
 ]
 # The test-time settings evaluate.json (over train.json) repeats from inference.json.
 SHARED_WITH_EVALUATION = [
@@ -84,6 +85,25 @@ def raw(name: str) -> dict:
 @pytest.mark.parametrize("key", SHARED_WITH_TRAINING)
 def test_inference_repeats_the_training_model_and_preprocessing_keys_exactly(key):
     assert raw("inference.json")[key] == raw("train.json")[key]
+
+
+def _resolved(files: list[str], keys: list[str], **overrides) -> dict:
+    parser = ConfigParser(ConfigParser.load_config_files([str(CONFIGS / f) for f in files]))
+    parser.update({"bundle_root": str(CONFIGS.parent), **overrides})
+    return {key: parser.get_parsed_content(key) for key in keys}
+
+
+def test_inference_builds_the_shipped_model_by_default_and_train_json_s_network_without_a_model_json(tmp_path):
+    """The zoo's check: inference.json's defaults build the model the bundle ships (models/model.pt, whose
+    model.json gives the shipped settings, pretrained.json's); a model without model.json gets train.json's."""
+    shipped = _resolved(["inference.json"], RECORDED)
+    pretrained = raw("pretrained.json")
+    assert shipped == {key: pretrained[key] for key in RECORDED}
+    bare = _resolved(["inference.json"], RECORDED, model_file=str(tmp_path / "model.pt"))
+    train = _resolved(["train.json"], RECORDED)
+    assert bare == train and bare["encoder_name"] == "efficientnet-b7"
+    demo = _resolved(["inference.json", "demo.json"], RECORDED)
+    assert demo == _resolved(["train.json", "demo.json"], RECORDED)
 
 
 def test_inference_builds_the_network_training_built():

@@ -257,12 +257,9 @@ def inference_network(
 
     Raises:
         ValueError: if ``window`` (``sw_roi_size``) is not made of multiples of 32.
-        FileNotFoundError: if ``load_pretrain`` and ``model_file`` is missing (:func:`check_model_file`).
     """
     check_patch_size(window, "sw_roi_size")
-    if load_pretrain:
-        check_model_file(model_file)
-    else:
+    if not load_pretrain:
         logger.info("Inference backend: the overlay's network_def (%s)", type(network).__name__)
         return network
     logger.info("Inference backend: %s (%s)", backend.name, backend.reason)
@@ -303,11 +300,17 @@ def _runner(
     precision: str,
     export_file: str | os.PathLike[str] | None,
 ) -> nn.Module:
-    """The exported backend's module: ``export_file`` or the cached export of ``model_file``, loaded to run."""
+    """The exported backend's module: ``export_file`` or the cached export of ``model_file``, loaded to run.
+
+    Raises:
+        FileNotFoundError, BundleError: when no ``export_file`` is given and ``model_file`` is missing or damaged
+            (:func:`scripts.model.model_file.check_model_file`, as the eager path's checkpoint loader checks it).
+    """
     kind = EXPORTED[backend.name]
     if export_file is not None:
         path = Path(export_file).expanduser()
     else:
+        check_model_file(model_file)
         exporter: Any = {"onnx": export_onnx, "ts": export_torchscript, "pt2": export_program}[kind]
 
         def export(target: Path) -> None:

@@ -1,9 +1,11 @@
 """Release a trained model as the bundle's shipped weights: half precision, hashed, described.
 
 ``python -m scripts.model.release --ckpt_dir D/models --history D/eval/training_history.json --out_dir
-models/pretrained --command "…"`` writes ``out_dir/model.pt`` (the best model's state dict in float16:
+models --command "…"`` writes ``out_dir/model.pt`` (the best model's state dict in float16:
 half the size; inference loads it into the float32 network) and ``out_dir/model.json``: the training's settings and
-model information (contrasts, generator), plus ``sha256`` of the released file (checked before every load),
+model information (contrasts, generator), the sliding window inference runs it with (``sw_roi_size``,
+``sw_overlap``: inference.json reads them, like the network settings), plus ``sha256`` of the released file (checked
+before every load),
 ``weights_dtype``, ``licence`` and ``training`` (the command, its epochs and CPU minutes, the best validation
 metrics, the machine, and the runs it continued from). A model released from a run that warm-started from an
 earlier release adds that release's training to ``training.continued_from``, so the total CPU time stays on record.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import torch
 
 from scripts.io import atomic_write, atomic_write_json, sha256_file
 from scripts.model.model_file import read_settings, settings_file
+from scripts.model.network import check_patch_size
 
 WEIGHTS_LICENCE = "Apache-2.0 (the weights, like the code; trained on synthetic data only)"
 
@@ -46,6 +50,8 @@ def release(
     out_dir: str | Path,
     command: str,
     continued_from: str | Path | None = None,
+    sw_roi_size: Sequence[int] = (64, 64, 64),
+    sw_overlap: float = 0.25,
 ) -> dict[str, Any]:
     """Write the released model and its description; return the description.
 
@@ -55,6 +61,9 @@ def release(
         out_dir: where the release goes (``model.pt``, ``model.json``).
         command: the command that trained it, as run.
         continued_from: the ``model.json`` of the release this training warm-started from, or None.
+        sw_roi_size: the sliding window inference runs the model with (multiples of 32; 64³ measured for the
+            shipped model in 0.7.1: 4.6 times faster than 32³ on a CPU).
+        sw_overlap: the windows' overlap.
 
     Returns:
         The description written to ``out_dir/model.json``.
@@ -93,6 +102,8 @@ def release(
     total = sum(float(run.get("cpu_minutes") or 0.0) for run in [*earlier, training])
     description = {
         **settings,
+        "sw_roi_size": check_patch_size(sw_roi_size, "sw_roi_size"),
+        "sw_overlap": float(sw_overlap),
         "weights_dtype": "float16",
         "sha256": sha256_file(target),
         "licence": WEIGHTS_LICENCE,
@@ -108,11 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_dir", required=True)
     parser.add_argument("--history", required=True)
-    parser.add_argument("--out_dir", default="models/pretrained")
+    parser.add_argument("--out_dir", default="models")
     parser.add_argument("--command", required=True)
     parser.add_argument("--continued_from", default=None)
+    parser.add_argument("--sw_roi_size", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--sw_overlap", type=float, default=0.25)
     args = parser.parse_args()
-    description = release(args.ckpt_dir, args.history, args.out_dir, args.command, args.continued_from)
+    description = release(
+        args.ckpt_dir, args.history, args.out_dir, args.command, args.continued_from, args.sw_roi_size, args.sw_overlap
+    )
     print(json.dumps({k: description[k] for k in ("sha256", "total_cpu_hours", "training")}, indent=2))
 
 

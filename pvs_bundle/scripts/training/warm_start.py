@@ -1,6 +1,6 @@
 """Start a training from trained weights: fine-tuning the shipped model, or continuing a long training.
 
-``--pretrained_weights models/pretrained/model.pt`` loads that state dict into the network before the first step;
+``--pretrained_weights models/model.pt`` loads that state dict into the network before the first step;
 the optimizer, schedule and epoch count start afresh. The weights' ``model.json`` must describe the network the
 config builds (:func:`scripts.model.model_file.check_model_settings` names every difference and the flags that match).
 A run that resumes from its own ``training_state.pt`` continues from there instead (the state overrides the warm
