@@ -95,7 +95,7 @@ class Variant:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", help="NAME|OVERLAYS|ARGS (repeat); default: four variants")
-    parser.add_argument("--ckpt_dir", type=Path, default=BUNDLE_ROOT / "models" / "pretrained", help="model folder")
+    parser.add_argument("--ckpt_dir", type=Path, default=BUNDLE_ROOT / "models", help="model folder (model.pt, .json)")
     parser.add_argument("--shape", type=int, nargs=3, default=[208, 300, 320], help="volume, voxels of 0.8 mm")
     parser.add_argument("--contrast", default="T2w", choices=("T2w", "T1w", "FLAIR"))
     parser.add_argument("--seed", type=int, default=9001, help="demo generator seed of the volume")
@@ -141,7 +141,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     rows: list[dict] = []
     for k, variant in enumerate(args.variants):
         ckpt_dir = work / f"ckpt_{k}"
-        shutil.copytree(args.ckpt_dir, ckpt_dir, ignore=shutil.ignore_patterns("*.onnx", "*.ts", "training_state*"))
+        ckpt_dir.mkdir()
+        for name in ("model.pt", "model.json"):  # not the cached exports, nor other models' folders
+            if (args.ckpt_dir / name).is_file():
+                shutil.copy(args.ckpt_dir / name, ckpt_dir / name)
         export = export_onnx(variant, ckpt_dir, work / f"export_{k}.log") if variant.exports_onnx else None
         seconds = []
         for r in range(args.repeats):
