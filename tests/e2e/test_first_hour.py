@@ -102,10 +102,12 @@ def test_demo_overlay_yields_to_a_dataset_or_files_the_user_gives(tmp_path, own_
 def test_a_model_trained_otherwise_stops_with_one_line_naming_the_differences(tmp_path, own_scans, demo_model):
     proc = infer("--input_dir", str(own_scans), "--output_dir", str(tmp_path / "out"), "--model_file", str(demo_model))
     assert proc.returncode != 0
+    # inference.json takes norm and the rest from the model's model.json; the flags given here (decoder_channels)
+    # contradict it, and only they are named
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"{PREFIX}{demo_model} was trained with norm group, decoder_channels [256, 128, 64, 32, 16]; this config "
-        "builds norm batch, decoder_channels [32, 16, 8, 8, 4]: add the config it was trained with "
-        "(configs/demo.json for models/demo/) or pass --norm group --decoder_channels '[256,128,64,32,16]'"
+        f"{PREFIX}{demo_model} was trained with decoder_channels [256, 128, 64, 32, 16]; this config "
+        "builds decoder_channels [32, 16, 8, 8, 4]: add the config it was trained with "
+        "(configs/demo.json for models/demo/) or pass --decoder_channels '[256,128,64,32,16]'"
     )
     assert short(proc.stderr), proc.stderr
     assert not (tmp_path / "out").exists()
