@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
+from monai.utils import convert_to_dst_type
 from scipy import ndimage
 from scipy.spatial import QhullError
 from skimage.morphology import convex_hull_image
@@ -138,15 +140,22 @@ class HeadSlidingWindowInferer(SlidingWindowInferer):
         return forward
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Sliding-window inference of ``inputs`` that skips the windows without head."""
+        """Sliding-window inference of ``inputs`` that skips the windows without head.
+
+        The windows are cut from a plain tensor: cutting them from a ``MetaTensor`` collates its metadata for every
+        window (2.5 s for the 144 windows of a full head at 96³). The output takes the input's metadata back.
+        """
         self.windows_run = self.windows_skipped = 0
+        plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)
         found = None
         if self.skip_background or self.clear_outside_head:
-            found = head_mask(torch.as_tensor(inputs), self.foreground_threshold, self.head_opening)
-        head = found if self.skip_background else torch.ones_like(torch.as_tensor(inputs)[:, :1])
+            found = head_mask(plain, self.foreground_threshold, self.head_opening)
+        head = found if self.skip_background else torch.ones_like(plain[:, :1])
         # MONAI slices ``condition`` with each window and passes it to the predictor beside the window.
-        head = head.expand(-1, inputs.shape[1], *([-1] * (inputs.ndim - 2)))
-        out = super().__call__(inputs, self._skipping(network), *args, condition=head, **kwargs)
+        head = head.expand(-1, plain.shape[1], *([-1] * (plain.ndim - 2)))
+        out = super().__call__(plain, self._skipping(network), *args, condition=head, **kwargs)
+        if isinstance(inputs, MetaTensor):
+            out = convert_to_dst_type(out, inputs, device=out.device)[0]
         logger.info("Sliding windows: ran %d, skipped %d without head", self.windows_run, self.windows_skipped)
         if self.clear_outside_head and found is not None:
             outside = head_hull(found).to(out.device) == 0
