@@ -341,7 +341,7 @@ def inference_datalist(
     any_contrast = as_bool(allow_any_contrast, "allow_any_contrast")
     contrasts = as_contrasts(contrasts)
     inputs = list_inputs(dataset_dir, input_files, contrasts, any_contrast, model_file)
-    share = [image for i, (image, _) in enumerate(inputs) if shard is None or i % shard.count == shard.index]
+    share = [image for i, (image, _) in enumerate(inputs) if shard is None or shard.takes(i)]
     check_inputs(share, index, any_contrast, contrasts, model_file)
     unstated = [image.name for image, _ in inputs if named_contrast(image) is None]
     if unstated and not any_contrast:

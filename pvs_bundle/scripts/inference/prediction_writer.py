@@ -71,7 +71,8 @@ class PredictionWriter(PerCaseHandler):
             ones included, giving the table's order; None: the cases segmented, in the order segmented.
         measurement: the measurement stage (:class:`scripts.measurement.measure.PVSMeasurement`), or None.
         shard: a job of a job array (:mod:`scripts.inference.shards`): each case's rows are kept in the shard's
-            folder and the tables are left to :func:`merge_shards`; None: the tables are written at the end.
+            folder and the tables are left to ``run merging`` (:func:`scripts.inference.merging.merge_shards`);
+            None: the tables are written at the end.
     """
 
     def __init__(

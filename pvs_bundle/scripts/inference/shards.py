@@ -77,9 +77,13 @@ class Shard:
         """The file of one case's rows."""
         return self.folder(output_dir) / CASES_FOLDER / f"{case}.json"
 
+    def takes(self, position: int) -> bool:
+        """Whether the input at ``position`` of the cohort's list is this shard's (``index, index + count, …``)."""
+        return position % self.count == self.index
+
     def deal(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """This shard's share of the cohort's inputs (``index, index + count, …``), each with its place in the list."""
-        return [{**item, INDEX_KEY: i} for i, item in enumerate(items) if i % self.count == self.index]
+        """This shard's share of the cohort's inputs (:meth:`takes`), each with its place in the list."""
+        return [{**item, INDEX_KEY: i} for i, item in enumerate(items) if self.takes(i)]
 
 
 def resolve_shard(
