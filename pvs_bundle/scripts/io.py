@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write a file through a temporary file in the same directory, then rename it into place.
@@ -37,9 +39,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return dest
 
 
+def _json_default(value: Any) -> Any:
+    """NumPy scalars and arrays as the plain JSON values they hold (``json.dumps``' ``default``)."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def atomic_write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as pretty-printed JSON (indent 4), atomically."""
-    return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=4) + "\n"))
+    """Write ``data`` as pretty-printed JSON (indent 4), atomically; NumPy numbers are written as plain numbers."""
+    return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=4, default=_json_default) + "\n"))
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scripts.io import atomic_write_json
 
 logger = logging.getLogger("pvs_bundle.shards")
@@ -36,20 +34,6 @@ SLURM_COUNT, SLURM_ID, SLURM_MIN, SLURM_STEP = (
     "SLURM_ARRAY_TASK_MIN",
     "SLURM_ARRAY_TASK_STEP",
 )
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars and arrays as plain JSON types."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    plain = json.loads(json.dumps(data, default=_plain))
-    return atomic_write_json(path, plain)
 
 
 @dataclass(frozen=True)
@@ -128,12 +112,12 @@ def write_manifest(
     """Write the shard's manifest: its inputs, the settings that shape its rows, and whether it finished."""
     inputs = [{"index": item[INDEX_KEY], "case": item["case"], "image": item["image"]} for item in items]
     manifest = {"num_shards": shard.count, "shard_index": shard.index, "complete": done, "settings": settings}
-    return _write_json(shard.manifest(output_dir), {**manifest, "inputs": inputs})
+    return atomic_write_json(shard.manifest(output_dir), {**manifest, "inputs": inputs})
 
 
 def write_case_record(shard: Shard, output_dir: str | Path, item: Mapping[str, Any], record: Mapping[str, Any]) -> Path:
     """Keep one case's rows (its burden row, census and region rows, report figure) for the merge."""
-    return _write_json(shard.record(output_dir, item["case"]), {"index": item[INDEX_KEY], **record})
+    return atomic_write_json(shard.record(output_dir, item["case"]), {"index": item[INDEX_KEY], **record})
 
 
 def has_record(shard: Shard, output_dir: str | Path, case: str) -> bool:
