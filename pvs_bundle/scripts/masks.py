@@ -87,3 +87,20 @@ def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, i
     new_ids = np.zeros(count + 1, dtype=labels.dtype)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
     return new_ids[labels], int(keep.sum())
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Slices of a non-empty mask's bounding box, grown by ``margin`` voxels and kept inside the array.
+
+    Raises:
+        ValueError: if the mask is empty (it has no bounding box).
+    """
+    mask = np.asarray(mask)
+    if not mask.any():
+        raise ValueError("an empty mask has no bounding box.")
+    box = []
+    for axis in range(mask.ndim):
+        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other_axes))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)

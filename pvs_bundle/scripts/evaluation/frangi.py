@@ -39,7 +39,7 @@ from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.metrics import overlap_from_counts
 from scripts.evaluation.native_labels import load_native_label
 from scripts.evaluation.summary import write_results
-from scripts.masks import reference_mask
+from scripts.masks import bounding_box, reference_mask
 from scripts.nifti import check_spacing, header_spacing
 from scripts.tables import SUBJECT_KEY
 
@@ -115,16 +115,6 @@ def normalize_intensity(
     return np.clip((image.astype(np.float32) - low) / scale, 0.0, 1.0).astype(np.float32)
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the mask's bounding box, grown by ``margin`` voxels and kept inside the volume."""
-    box = []
-    for axis in range(mask.ndim):
-        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other_axes))
-        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
-
-
 def frangi_vesselness(
     image: np.ndarray,
     spacing: Sequence[float],
@@ -155,7 +145,7 @@ def frangi_vesselness(
         raise ValueError(f"mask must have the image's shape {image.shape}, not {mask.shape}.")
     if not mask.any():
         raise ValueError("mask must contain at least one voxel, not be empty.")
-    box = _bounding_box(mask, margin=math.ceil(3 * max(sigmas)))
+    box = bounding_box(mask, margin=math.ceil(3 * max(sigmas)))
     normalized = normalize_intensity(image[box], mask[box])
     vesselness = np.zeros(image.shape, dtype=np.float32)
     vesselness[box] = frangi(normalized, sigmas=sigmas, black_ridges=False)

@@ -26,14 +26,14 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.utils import convert_to_dst_type
 from scipy import ndimage
-from scipy.spatial import QhullError
-from skimage.morphology import convex_hull_image
+from scipy.spatial import ConvexHull, QhullError
 from torch.nn import functional
 
 from scripts.settings import as_bool
 
 logger = logging.getLogger("pvs_bundle.head_windows")
 HULL_MARGIN = 2  # voxels (1.6 mm at 0.8 mm) around each slice's hull of the head
+HULL_TOLERANCE = 1e-9  # a pixel centre this close to the hull's edge is on it
 
 
 def head_mask(image: torch.Tensor, threshold: float, opening: int = 1) -> torch.Tensor:
@@ -78,12 +78,38 @@ def head_hull(head: torch.Tensor, margin: int = HULL_MARGIN) -> torch.Tensor:
     return torch.from_numpy(out).to(head.device, torch.float32)
 
 
+# the four edge midpoints of a pixel, as skimage's ``convex_hull_image`` offsets each foreground pixel
+PIXEL_DIAMOND = np.array([[0.0, -0.5], [0.0, 0.5], [-0.5, 0.0], [0.5, 0.0]])
+
+
 def _slice_hull(mask: np.ndarray) -> np.ndarray:
-    """The convex hull of a 2D mask; the mask itself where it has no area (a line or a few voxels: no hull)."""
-    try:
-        return convex_hull_image(mask)
-    except (ValueError, QhullError):
+    """The convex hull of a 2D mask, as ``skimage.morphology.convex_hull_image`` gives it, in a tenth of its time.
+
+    The hull of every foreground pixel's diamond of edge midpoints is the hull of the first and last pixel of each
+    row; a pixel is inside when its centre is inside the hull or on it. A convex region meets each row in one run of
+    pixels, bounded by the hull's facets, so the rows are filled without testing every pixel against the polygon.
+    The mask itself is returned where it has no area (Qhull fails).
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
         return mask
+    sub = mask[rows]
+    first = sub.argmax(axis=1)
+    last = mask.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
+    ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(np.float64)
+    try:
+        hull = ConvexHull((ends[:, None, :] + PIXEL_DIAMOND).reshape(-1, 2))
+    except QhullError:
+        return mask
+    a_row, a_col, offset = hull.equations.T  # inside: a_row * row + a_col * col + offset <= 0
+    row = np.arange(mask.shape[0], dtype=np.float64)[:, None]
+    bound = (-offset - a_row * row) / np.where(a_col == 0, 1.0, a_col)
+    upper = np.where(a_col > 0, bound, np.inf).min(axis=1) + HULL_TOLERANCE
+    lower = np.where(a_col < 0, bound, -np.inf).max(axis=1) - HULL_TOLERANCE
+    level = a_col == 0
+    rows_in = np.all(a_row[level] * row + offset[level] <= HULL_TOLERANCE, axis=1)
+    col = np.arange(mask.shape[1])
+    return rows_in[:, None] & (col >= lower[:, None]) & (col <= upper[:, None])
 
 
 class HeadSlidingWindowInferer(SlidingWindowInferer):
