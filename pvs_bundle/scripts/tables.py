@@ -143,14 +143,18 @@ def write_case_table(
     csv_path: str | os.PathLike[str],
     json_path: str | os.PathLike[str],
     id_columns: Sequence[str] = (SUBJECT_KEY,),
+    text_columns: Sequence[str] = (),
 ) -> None:
-    """Write the per-case metrics as CSV and JSON: the id columns first, then every metric, rounded (:func:`rounded`).
+    """Write the per-case metrics as CSV and JSON: id columns, every metric rounded (:func:`rounded`), text columns.
+
+    The text columns describe a row (e.g. the rule that produced it) and are written last.
 
     Args:
         rows: one dict per case; each must have a ``subject`` key and the same numeric metrics.
         csv_path: destination of the CSV table.
         json_path: destination of the JSON list of rows.
         id_columns: the non-numeric columns that identify a case, written first.
+        text_columns: non-numeric columns written last.
 
     Raises:
         ValueError: if ``rows`` is empty, a row lacks a subject id, or the rows hold different metrics.
@@ -159,4 +163,4 @@ def write_case_table(
     for index, row in enumerate(rows):
         if SUBJECT_KEY not in row:
             raise ValueError(f"every row must have a {SUBJECT_KEY!r} key, not row {index} with keys {list(row)}.")
-    write_table(rows, [*id_columns, *names], csv_path, json_path)
+    write_table(rows, [*id_columns, *names, *text_columns], csv_path, json_path)

@@ -77,15 +77,21 @@ def test_census_and_region_tables(measured):
     assert list(census[0]) == list(CENSUS_COLUMNS)
     assert json.loads((out / "pvs_census.json").read_text())[0]["case"] == census[0]["case"]
     by_case = {case: [r for r in census if r["case"] == case] for case in burden}
-    assert {case: len(rows) for case, rows in by_case.items()} == {c: b["pvs_count"] for c, b in burden.items()}
-    assert {r["region"] for r in by_case["sub-002"]} == {"unknown"}
+    # PVS are counted inside the ROI (the brain eroded by 2 mm); the parts outside are rows of region "outside"
+    counted = {case: [r for r in rows if r["region"] != "outside"] for case, rows in by_case.items()}
+    assert {case: len(rows) for case, rows in counted.items()} == {c: b["pvs_count"] for c, b in burden.items()}
+    assert {case: len(by_case[case]) - len(counted[case]) for case in burden} == {
+        c: b["outside_roi_count"] for c, b in burden.items()
+    }
+    assert sum(b["outside_roi_count"] for b in burden.values()) > 0  # the tubes reach the brain's edge
+    assert {r["region"] for r in counted["sub-002"]} == {"unknown"}
     assert {r["region"] for r in by_case["sub-001"]} <= {"basal_ganglia", "cerebral_white_matter", "other", "outside"}
     assert all(float(r["prob_max"]) == 0.9 for r in census)
     regions = list(csv.DictReader((out / "pvs_regions.csv").open()))
     assert list(regions[0]) == list(REGION_COLUMNS)
     first = [r for r in regions if r["case"] == "sub-001"]
     assert [r["region"] for r in first][:3] == ["basal_ganglia", "thalamus", "cerebral_white_matter"]
-    assert sum(int(r["pvs_count"]) for r in first) == burden["sub-001"]["pvs_count"]
+    assert sum(int(r["pvs_count"]) for r in first if r["region"] != "outside") == burden["sub-001"]["pvs_count"]
     putamen = next(r for r in first if r["region"] == "basal_ganglia")
     assert float(putamen["region_volume_mm3"]) == pytest.approx(12 * 16 * 28 * 0.8 * 0.9 * 1.1, abs=0.05)  # 0.1 mm³
     assert burden["sub-001"]["brain_from_parcellation"] == 1 and burden["sub-002"]["brain_from_parcellation"] == 0

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scripts.inference.prediction_writer import ID_COLUMNS, burden_files, cohort_files
+from scripts.inference.prediction_writer import ID_COLUMNS, TEXT_COLUMNS, burden_files, cohort_files
 from scripts.inference.shards import read_shards
 from scripts.measurement.measure import PVSMeasurement
 from scripts.settings import as_bool
@@ -44,7 +44,7 @@ def merge_shards(
         raise FileExistsError(f"{', '.join(existing)} exist: merge with --overwrite true to replace them.")
     rows = [record["row"] for record in records]
     csv_file, json_file = burden_files(output_dir)
-    write_case_table(rows, csv_file, json_file, id_columns=ID_COLUMNS)
+    write_case_table(rows, csv_file, json_file, id_columns=ID_COLUMNS, text_columns=TEXT_COLUMNS)
     if measurement is not None:
         measurement.reset()
         measurement.records = [

@@ -27,8 +27,8 @@ from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
 from scripts.inference.shards import Shard, write_case_record, write_manifest
 from scripts.measurement.measure import PVSMeasurement, measurement_files
-from scripts.measurement.pvs_burden import pvs_burden
 from scripts.measurement.regions import estimate_brain_mask
+from scripts.measurement.roi import ROI_EROSION_MM, roi_burden, roi_mask, roi_rule
 from scripts.nifti import save_like, voxel_volume_mm3
 from scripts.settings import as_bool
 from scripts.tables import write_case_table
@@ -37,6 +37,7 @@ logger = logging.getLogger("pvs_bundle.prediction_writer")
 
 # subject, session, acq, run (BIDS entities), contrast (the suffix the input's name states), image (its file name)
 ID_COLUMNS: tuple[str, ...] = (*(column for column, _ in ENTITY_COLUMNS), CONTRAST_COLUMN, "image")
+TEXT_COLUMNS: tuple[str, ...] = ("roi",)  # the counting rule of each row (scripts.measurement.roi), written last
 BURDEN_NAME = "pvs_burden"  # the burden table: pvs_burden.csv and pvs_burden.json in the output folder
 
 
@@ -58,10 +59,11 @@ class PredictionWriter(PerCaseHandler):
     datalist item gives the output paths under ``mask`` and ``probseg``, the case name under ``case`` and the
     input's BIDS entities under ``row`` (see :func:`scripts.inference.inference_inputs.inference_datalist`). When
     the run completes, one row per input (:data:`ID_COLUMNS`, then
-    :data:`scripts.measurement.pvs_burden.BURDEN_COLUMNS`) is written as CSV and JSON, with the recorded rows of the
-    inputs skipped by ``--skip_existing`` in their place.
+    :data:`scripts.measurement.pvs_burden.BURDEN_COLUMNS`, :data:`scripts.measurement.roi.ROI_COLUMNS`) is written as
+    CSV and JSON, with the recorded rows of the inputs skipped by ``--skip_existing`` in their place.
     With a ``measurement`` stage, each case segmented is also measured by it (census, regions, QC report; its brain
-    mask gives the burden's fraction); without one, the fraction is of the brain mask estimated from the head mask.
+    mask and region of interest give the burden); without one, PVS are counted inside the brain mask estimated from
+    the head mask, eroded by :data:`scripts.measurement.roi.ROI_EROSION_MM`.
 
     Args:
         output_dir: the folder of the burden table (``pvs_burden.csv`` and ``.json``, :func:`burden_files`).
@@ -116,7 +118,8 @@ class PredictionWriter(PerCaseHandler):
         settings = self.provenance.run_settings() if self.provenance is not None else {}
         if self.measurement is not None:
             regions, parcellations = list(self.measurement.regions.names), str(self.measurement.parcellation_dir)
-            settings = {**settings, "regions": regions, "parcellations": parcellations}
+            roi = {"erosion_mm": self.measurement.roi_erosion_mm, "regions": self.measurement.roi_regions}
+            settings = {**settings, "regions": regions, "parcellations": parcellations, "roi": roi}
         write_manifest(self.shard, self.output_dir, self.inputs or [], settings, done)
 
     def write_case(self, item: Mapping[Hashable, Any]) -> dict[str, Any]:
@@ -139,7 +142,10 @@ class PredictionWriter(PerCaseHandler):
         if self.measurement is not None:
             burden = self.measurement.measure_case(item["case"], reference, source, mask, prob, head)
         else:
-            burden = pvs_burden(mask, estimate_brain_mask(head, reference.affine), voxel_volume_mm3(reference.affine))
+            brain = estimate_brain_mask(head, reference.affine)
+            roi = roi_mask(brain, reference.affine)
+            rule = roi_rule(ROI_EROSION_MM, None, False)
+            burden = roi_burden(mask, brain, roi, voxel_volume_mm3(reference.affine), rule)
         row = {**item["row"], **burden}
         if self.provenance is not None:
             self.provenance.write_sidecar(source, item["mask"], row)
@@ -185,7 +191,7 @@ class PredictionWriter(PerCaseHandler):
             return
         if not rows:
             raise ValueError("no case was segmented: the inputs must hold at least one image.")
-        write_case_table(rows, self.table_csv, self.table_json, id_columns=ID_COLUMNS)
+        write_case_table(rows, self.table_csv, self.table_json, id_columns=ID_COLUMNS, text_columns=TEXT_COLUMNS)
         if self.measurement is not None:
             self.measurement.write()
         if self.provenance is not None:

@@ -11,6 +11,9 @@ writes, atomically:
 Regions and the intracranial mask come from the case's parcellation (:mod:`scripts.measurement.regions`): from
 ``parcellation_files`` (case -> file), else found under ``parcellation_dir``. Without one, every PVS is in region
 ``unknown``, the brain mask is :func:`scripts.measurement.regions.estimate_brain_mask`, and the report says why.
+PVS are counted only inside the region of interest (:mod:`scripts.measurement.roi`: the brain eroded by
+``roi_erosion_mm``, and with a parcellation the ``roi_regions`` chosen); the parts outside it are census rows of
+region ``outside`` and the burden's ``outside_roi_*`` columns, never counted.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from scripts.distributed import gather_in_order
 from scripts.measurement.census import CENSUS_COLUMNS, UNKNOWN_REGION, census_rows, measure_components
-from scripts.measurement.pvs_burden import pvs_burden
+from scripts.measurement.pvs_burden import burden_of_sizes
 from scripts.measurement.regions import (
     OUTSIDE_REGION,
     estimate_brain_mask,
@@ -35,6 +38,7 @@ from scripts.measurement.regions import (
     region_codes,
     region_map,
 )
+from scripts.measurement.roi import check_roi, outside_columns, roi_mask, roi_rule
 from scripts.nifti import voxel_size, voxel_volume_mm3
 from scripts.reports import qc_report
 from scripts.settings import as_volume_index
@@ -76,6 +80,8 @@ class PVSMeasurement:
         patch_size: the sliding window in voxels of ``pixdim``, for the ``too_small`` flag.
         pixdim: the network's voxel size in mm.
         volume_index: the volume segmented in 4D inputs (drawn in the report; None: the first).
+        roi: where PVS are counted (:mod:`scripts.measurement.roi`): ``{"erosion_mm": mm, "regions": [names] or
+            None}``; None: the brain eroded by :data:`scripts.measurement.roi.ROI_EROSION_MM`.
 
     Raises:
         ValueError: if the region map is invalid or a listed parcellation file does not exist.
@@ -91,8 +97,10 @@ class PVSMeasurement:
         patch_size: Sequence[int] = (96, 96, 96),
         pixdim: Sequence[float] = (0.8, 0.8, 0.8),
         volume_index: int | str | None = None,
+        roi: Mapping[str, Any] | None = None,
     ) -> None:
         self.regions = region_map(regions)
+        self.roi_erosion_mm, self.roi_regions = check_roi(roi, self.regions.names)
         files = measurement_files(output_dir)
         self.census_csv, self.census_json, self.region_csv, self.region_json = files[:4]
         self.report_html = files[4] if report else None
@@ -167,10 +175,19 @@ class PVSMeasurement:
             labels = parcellation_in_grid(parcellation, reference, str(source))
             brain, codes = labels > 0, region_codes(labels, self.regions, parcellation)
         else:
-            brain, codes, names = estimate_brain_mask(head, affine), None, (UNKNOWN_REGION,)
-        _, columns = measure_components(mask, affine, prob, codes, names)
-        rows = census_rows(case, columns)
-        burden = {**pvs_burden(mask, brain, voxel_mm3), "brain_from_parcellation": int(parcellation is not None)}
+            brain, codes, names = estimate_brain_mask(head, affine), None, (UNKNOWN_REGION, OUTSIDE_REGION)
+        roi = roi_mask(brain, affine, self.roi_erosion_mm, codes, names, self.roi_regions)
+        rule = roi_rule(self.roi_erosion_mm, self.roi_regions, parcellation is not None)
+        pvs = mask >= 0.5
+        _, columns = measure_components(pvs & roi, affine, prob, codes, names)
+        _, outside = measure_components(pvs & ~roi, affine, prob)
+        outside["region"] = np.full(len(outside["voxels"]), OUTSIDE_REGION, dtype=object)
+        rows = census_rows(case, {k: np.concatenate([columns[k], outside[k]]) for k in columns})
+        burden = {
+            **burden_of_sizes(columns["voxels"], int(np.count_nonzero(brain)), voxel_mm3),
+            **outside_columns(rule, int(np.count_nonzero(roi)), outside["voxels"], voxel_mm3),
+            "brain_from_parcellation": int(parcellation is not None),
+        }
         region_rows = self._region_rows(case, rows, codes, names, voxel_mm3)
         subject = None
         if self.report_html is not None:

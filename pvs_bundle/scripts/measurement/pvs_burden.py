@@ -48,11 +48,26 @@ def pvs_burden(mask: np.ndarray, brain: np.ndarray, voxel_mm3: float) -> dict[st
     if mask.shape != brain.shape:
         raise ValueError(f"mask and brain must have the same shape, not {mask.shape} and {brain.shape}.")
     labels, count = label_components(mask)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    ids = labels.ravel()[np.flatnonzero(labels)]  # the foreground only: no full-volume count per label
+    return burden_of_sizes(np.bincount(ids, minlength=count + 1)[1:], int(np.count_nonzero(brain)), voxel_mm3)
+
+
+def burden_of_sizes(sizes: np.ndarray, brain_voxels: int, voxel_mm3: float) -> dict[str, float]:
+    """The burden of PVS of the given sizes (voxels, one per PVS) in a brain of ``brain_voxels`` voxels.
+
+    Args:
+        sizes: the voxels of each PVS (26-connected component).
+        brain_voxels: the brain mask's voxels.
+        voxel_mm3: the volume of one voxel in mm³.
+
+    Returns:
+        A dict with the keys of :data:`BURDEN_COLUMNS`.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
     pvs_mm3 = int(sizes.sum()) * voxel_mm3
-    brain_mm3 = int(np.count_nonzero(brain)) * voxel_mm3
+    brain_mm3 = int(brain_voxels) * voxel_mm3
     return {
-        "pvs_count": count,
+        "pvs_count": int(sizes.size),
         "pvs_volume_mm3": pvs_mm3,
         "largest_pvs_mm3": int(sizes.max(initial=0)) * voxel_mm3,
         "brain_volume_mm3": brain_mm3,
