@@ -20,7 +20,7 @@ from scripts.data.demo.bids_files import DEMO_NAME
 from scripts.data.demo.grid import FULL_SHAPE
 from scripts.data.demo.parcellation import parcellation
 from scripts.data.demo.pvs import BASAL_GANGLIA_BOX_MM, CENTRUM_SEMIOVALE_BOX_MM, DIAMETER_RANGE_MM, LENGTH_RANGE_MM
-from scripts.measurement.regions import region_codes, region_map
+from scripts.regions import region_codes, region_map
 
 SHAPE = (64, 80, 72)  # non-cubic, so axis mix-ups show
 TINY = (40, 48, 44)

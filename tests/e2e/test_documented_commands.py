@@ -116,5 +116,8 @@ def test_demo_commands_run_as_written_in_order(tmp_path):
         if args[:2] == ["run", "evaluating"]:  # the demo recipe's mirroring, stored with its model, is used
             summary = json.loads((bundle / "eval" / "demo" / "comprehensive_test_metrics.json").read_text())
             assert summary["tta"] == "mirror"
+            # the demo data has parcellations: the test cases are scored by region too
+            white_matter = summary["by_region"]["cerebral_white_matter"]
+            assert white_matter["n_cases"] == summary["n_cases"] and white_matter["ref_pvs"] > 0
     assert not (bundle / "eval" / "demo" / "ds005595_demo").exists()  # the demo data is in one place
     assert len(list((bundle / "eval" / "demo_data" / "ds005595_demo").glob("sub-*"))) == 6

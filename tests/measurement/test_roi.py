@@ -105,5 +105,5 @@ def test_bad_roi_settings_are_refused_naming_the_setting(roi, message):
 
 def test_roi_settings_from_the_command_line():
     assert check_roi({"erosion_mm": "3", "regions": None}, ("basal_ganglia",)) == (3.0, None)
-    assert check_roi(None, ("basal_ganglia",)) == (2.0, None)
-    assert check_roi({"regions": ["basal_ganglia"]}, ("basal_ganglia",)) == (2.0, ("basal_ganglia",))
+    assert check_roi(None, ("basal_ganglia",)) == (0.0, None)  # the brain itself (docs/performance.md)
+    assert check_roi({"regions": ["basal_ganglia"]}, ("basal_ganglia",)) == (0.0, ("basal_ganglia",))

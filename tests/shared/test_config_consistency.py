@@ -10,6 +10,7 @@ from conftest import CONFIGS
 from monai.bundle import ConfigParser
 
 from scripts.cpu import auto_workers
+from scripts.regions import DEFAULT_REGIONS
 
 # The keys inference.json repeats from train.json (it is read alone: `run inferring --config_file
 # configs/inference.json`); its network and preprocessing come from the model's model.json (RECORDED below).
@@ -21,6 +22,8 @@ SHARED_WITH_TRAINING = [
     "amp",
     "amp_kwargs",
     "num_threads",
+    "parcellation_dir",
+    "parcellation_files",
     "sw_batch_size",
     "model_settings",
 ]
@@ -114,7 +117,10 @@ def test_inference_builds_the_network_training_built():
     for network_def in (train, inference):
         assert network_def["_target_"] == "scripts.model.network.network_from_settings"
         assert network_def["settings"] == "@model_settings"
-    assert raw("train.json")["encoder_weights"] == "imagenet" and raw("inference.json")["network_def"]["encoder_weights"] is None
+    assert (
+        raw("train.json")["encoder_weights"] == "imagenet"
+        and raw("inference.json")["network_def"]["encoder_weights"] is None
+    )
 
 
 @pytest.mark.parametrize("key", SHARED_WITH_EVALUATION)
@@ -159,3 +165,7 @@ def test_one_input_is_read_in_the_main_process_and_a_cohort_by_workers():
     for inputs, expected in ((["a.nii.gz"], 0), (["a.nii.gz", "b.nii.gz"], auto_workers())):
         parser["dataset"] = inputs
         assert parser.get_parsed_content("num_workers") == expected
+
+
+def test_evaluation_scores_by_the_region_map_inference_measures_by():
+    assert raw("inference.json")["regions"] == DEFAULT_REGIONS

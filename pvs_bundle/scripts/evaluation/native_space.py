@@ -33,6 +33,7 @@ from scripts.distributed import gather_in_order, is_main_process, process_rank_a
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.native_labels import SPACING_KEY, check_same_grid, source_file
+from scripts.evaluation.regional import RegionalScores, summarize_by_region
 from scripts.evaluation.summary import write_results
 from scripts.io import sha256_file
 from scripts.masks import prediction_mask
@@ -105,6 +106,9 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         label_key: key of the native label.
         image_key: key of the preprocessed image (its source file is read for the figure).
         id_key: key of the case id in the datalist items; the label's file name is used where it is absent.
+        regional: scores by brain region where a case has a parcellation (:mod:`scripts.evaluation.regional`):
+            its columns in the per-case tables and ``by_region`` in the summary; None, or no parcellation source
+            configured: neither.
 
     Raises:
         ValueError: if ``max_figure_cases`` is negative.
@@ -123,6 +127,7 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         label_key: str = "label",
         image_key: str = "image",
         id_key: str = "id",
+        regional: RegionalScores | None = None,
     ) -> None:
         if max_figure_cases < 0:
             raise ValueError(f"max_figure_cases must be >= 0, not {max_figure_cases}.")
@@ -137,6 +142,7 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         self.label_key = label_key
         self.image_key = image_key
         self.id_key = id_key
+        self.regional = regional if regional is not None and regional.enabled else None
         self.rows: list[dict[str, Any]] = []
         self.figure_cases: list[dict[str, Any]] = []
         self.figure_spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
@@ -163,6 +169,9 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         spacing = label.meta[SPACING_KEY]
         case = str(item.get(self.id_key) or strip_nifti_suffix(Path(label_file).name))
         row = {SUBJECT_KEY: case, **case_metrics(pred, ref, spacing, self.iou_threshold, self.min_size)}
+        if self.regional is not None:
+            image_file = source_file(item[self.image_key], self.image_key)
+            row.update(self.regional.score(case, image_file, label_file, pred, ref))
         self.rows.append(row)
         logger.info("%s: dice %.4f, detection F1 %.4f", case, row["dice"], row["det_f1"])
         rank, world_size = process_rank_and_count()
@@ -206,7 +215,8 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
             "evaluator_metrics": evaluator_metrics,
         }
         title = "Test set: prediction vs reference"
-        write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title)
+        by_region = summarize_by_region(rows, self.regional.names) if self.regional is not None else None
+        write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title, by_region=by_region)
         if figure_cases:
             save_visualization_grid(figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
         logger.info("Wrote the test metrics of %d cases to %s", len(rows), self.output_dir)

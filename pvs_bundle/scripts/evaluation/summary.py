@@ -86,8 +86,9 @@ def write_summary(
     extra: dict[str, Any] | None = None,
     agreement: dict[str, Any] | None = None,
     by_size: dict[str, Any] | None = None,
+    by_region: dict[str, Any] | None = None,
 ) -> None:
-    """Write a metric summary as JSON: the ``extra`` fields, ``"metrics": summary``, ``"agreement"``, ``"by_size"``.
+    """Write a metric summary as JSON: the ``extra`` fields, ``metrics``, ``agreement``, ``by_size``, ``by_region``.
 
     Statistics are rounded like their metric (:func:`rounded_summary`, :func:`rounded_agreement`).
 
@@ -97,13 +98,15 @@ def write_summary(
         extra: run information to record first (method, thresholds, number of cases...).
         agreement: the cohort agreement of :func:`scripts.agreement.cohort_agreement`, if any.
         by_size: detection pooled by PVS size (:func:`scripts.evaluation.stratified.pooled_by_size`), if any.
+        by_region: scores by brain region (:func:`scripts.evaluation.regional.summarize_by_region`), if any.
 
     Raises:
-        ValueError: if ``extra`` has a ``metrics``, ``agreement`` or ``by_size`` key.
+        ValueError: if ``extra`` has one of the summary's own keys.
     """
     extra = dict(extra or {})
-    if {"metrics", "agreement", "by_size"} & set(extra):
-        raise ValueError(f"extra must not have a 'metrics', 'agreement' or 'by_size' key, not keys {list(extra)}.")
+    own = {"metrics", "agreement", "by_size", "by_region"}
+    if own & set(extra):
+        raise ValueError(f"extra must not have a key among {sorted(own)}, not keys {list(extra)}.")
     payload = {**extra, "metrics": rounded_summary(summary)}
     if agreement is not None:
         payload["agreement"] = rounded_agreement(agreement)
@@ -113,6 +116,11 @@ def write_summary(
             if isinstance(stats, dict)
             else stats
             for name, stats in by_size.items()
+        }
+    if by_region is not None:
+        payload["by_region"] = {
+            name: {key: rounded(value, RATIO_DECIMALS) for key, value in stats.items()}
+            for name, stats in by_region.items()
         }
     write_json(path, payload)
 
@@ -124,6 +132,7 @@ def write_results(
     extra: dict[str, Any] | None = None,
     dpi: int = 300,
     title: str = "",
+    by_region: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Write everything an evaluation produces: per-case tables, summary with cohort agreement, agreement figure.
 
@@ -134,6 +143,7 @@ def write_results(
         extra: run information written first in the summary.
         dpi: resolution of the agreement figure.
         title: title of the agreement figure (what was evaluated).
+        by_region: scores by brain region, written in the summary (None: none).
 
     Returns:
         The (unrounded) summary of :func:`summarize`.
@@ -153,6 +163,7 @@ def write_results(
         extra=extra,
         agreement=cohort_agreement(rows),
         by_size=pooled_by_size(rows),
+        by_region=by_region,
     )
     save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title)
     return summary

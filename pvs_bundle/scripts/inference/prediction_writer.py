@@ -27,9 +27,9 @@ from scripts.inference.derivatives import Provenance
 from scripts.inference.inference_inputs import CONTRAST_COLUMN, DONE_KEY, ENTITY_COLUMNS, pending
 from scripts.inference.shards import Shard, write_case_record, write_manifest
 from scripts.measurement.measure import PVSMeasurement, measurement_files
-from scripts.measurement.regions import estimate_brain_mask
 from scripts.measurement.roi import ROI_EROSION_MM, roi_burden, roi_mask, roi_rule
 from scripts.nifti import save_like, voxel_volume_mm3
+from scripts.regions import estimate_brain_mask
 from scripts.settings import as_bool
 from scripts.tables import write_case_table
 

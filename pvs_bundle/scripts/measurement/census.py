@@ -17,7 +17,7 @@ oblique and flipped grids give the same figures as a 1 mm RAS grid would (up to 
   tubes it is the equivalent cylinder diameter ``2 sqrt(V / (pi L))``.
 - ``prob_mean``, ``prob_max``: mean and largest predicted probability over the component's voxels (NaN when no
   probability map is given).
-- ``region``: the region holding most of its voxels (:mod:`scripts.measurement.regions`); ties go to the region
+- ``region``: the region holding most of its voxels (:mod:`scripts.regions`); ties go to the region
   listed first; ``unknown`` without a parcellation.
 
 Everything is computed with one pass of label-wise sums (``numpy.bincount``, ``scipy.ndimage`` label statistics)

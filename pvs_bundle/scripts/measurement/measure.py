@@ -8,9 +8,9 @@ writes, atomically:
 - the region table (:data:`REGION_COLUMNS`), one row per case and region, CSV and JSON;
 - the QC report (:mod:`scripts.reports.qc_report`), one HTML file.
 
-Regions and the intracranial mask come from the case's parcellation (:mod:`scripts.measurement.regions`): from
+Regions and the intracranial mask come from the case's parcellation (:mod:`scripts.regions`): from
 ``parcellation_files`` (case -> file), else found under ``parcellation_dir``. Without one, every PVS is in region
-``unknown``, the brain mask is :func:`scripts.measurement.regions.estimate_brain_mask`, and the report says why.
+``unknown``, the brain mask is :func:`scripts.regions.estimate_brain_mask`, and the report says why.
 PVS are counted only inside the region of interest (:mod:`scripts.measurement.roi`: the brain eroded by
 ``roi_erosion_mm``, and with a parcellation the ``roi_regions`` chosen); the parts outside it are census rows of
 region ``outside`` and the burden's ``outside_roi_*`` columns, never counted.
@@ -30,16 +30,16 @@ import numpy as np
 from scripts.distributed import gather_in_order
 from scripts.measurement.census import CENSUS_COLUMNS, UNKNOWN_REGION, census_rows, measure_components
 from scripts.measurement.pvs_burden import burden_of_sizes
-from scripts.measurement.regions import (
+from scripts.measurement.roi import check_roi, outside_columns, roi_mask, roi_rule
+from scripts.nifti import voxel_size, voxel_volume_mm3
+from scripts.regions import (
     OUTSIDE_REGION,
     estimate_brain_mask,
-    find_parcellation,
+    parcellation_for,
     parcellation_in_grid,
     region_codes,
     region_map,
 )
-from scripts.measurement.roi import check_roi, outside_columns, roi_mask, roi_rule
-from scripts.nifti import voxel_size, voxel_volume_mm3
 from scripts.reports import qc_report
 from scripts.settings import as_volume_index
 from scripts.tables import write_table
@@ -71,7 +71,7 @@ class PVSMeasurement:
     """Measure every case of a run and write the census, the region table and the QC report.
 
     Args:
-        regions: the label-to-region map (``{region: [labels]}``, :func:`scripts.measurement.regions.region_map`).
+        regions: the label-to-region map (``{region: [labels]}``, :func:`scripts.regions.region_map`).
         output_dir: the folder of the census (``pvs_census.csv`` / ``.json``), the region table
             (``pvs_regions.csv`` / ``.json``) and the QC report (``qc_report.html``): :func:`measurement_files`.
         report: whether to write the QC report.
@@ -133,14 +133,7 @@ class PVSMeasurement:
 
     def parcellation_of(self, case: str, image: str | Path) -> tuple[Path | None, str]:
         """The parcellation of a case and where it came from (or why there is none)."""
-        if case in self.parcellation_files:
-            return self.parcellation_files[case], "parcellation_files"
-        if self.parcellation_dir is None:
-            return None, "no parcellation_dir or parcellation_files given"
-        found = find_parcellation(self.parcellation_dir, image)
-        if found is None:
-            return None, f"no parcellation for {Path(image).name} under {self.parcellation_dir}"
-        return found, str(self.parcellation_dir)
+        return parcellation_for(case, image, self.parcellation_dir, self.parcellation_files)
 
     def measure_case(
         self,

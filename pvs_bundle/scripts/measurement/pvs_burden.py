@@ -7,8 +7,8 @@ All figures are computed in the input's own grid (the grid the mask is written i
 - ``pvs_volume_mm3``: mask voxels x voxel volume.
 - ``largest_pvs_mm3``: volume of the largest component (0 when there is none).
 - ``brain_volume_mm3``: volume of the intracranial (brain) mask: every non-zero label of the case's parcellation
-  when there is one (:mod:`scripts.measurement.regions`), else the estimate of
-  :func:`scripts.measurement.regions.estimate_brain_mask` from the preprocessing's head mask.
+  when there is one (:mod:`scripts.regions`), else the estimate of
+  :func:`scripts.regions.estimate_brain_mask` from the preprocessing's head mask.
 - ``pvs_volume_fraction``: ``pvs_volume_mm3 / brain_volume_mm3``, a fraction (not a percentage; NaN when the brain
   mask is empty).
 """

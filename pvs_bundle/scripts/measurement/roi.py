@@ -5,7 +5,7 @@ model finds specks in it, most of all where the field of view cuts the brain (DR
 semiovale and basal ganglia of a SynthSeg parcellation; SHiVAi only inside a brain mask). The rule here:
 
 - The **brain**: the case's parcellation (every non-zero label), else the estimate from the image's head mask
-  (:func:`scripts.measurement.regions.estimate_brain_mask`).
+  (:func:`scripts.regions.estimate_brain_mask`).
 - **Eroded** by ``erosion_mm`` (world millimetres, so the same at any voxel size): a voxel stays when every voxel
   centre within ``erosion_mm`` of it is brain. The edge of the field of view counts as outside the brain, so a brain
   cut by the field of view loses a rim there too.
@@ -34,7 +34,7 @@ from scripts.masks import bounding_box, label_components
 from scripts.measurement.pvs_burden import pvs_burden
 from scripts.nifti import voxel_size
 
-ROI_EROSION_MM = 2.0
+ROI_EROSION_MM = 0.0
 """The default erosion of the brain (mm), chosen by ``benchmarks/roi_cost.py`` (see ``docs/performance.md``)."""
 ROI_COLUMNS: tuple[str, ...] = ("roi", "roi_volume_mm3", "outside_roi_count", "outside_roi_volume_mm3")
 """The burden table's columns that the ROI adds, after :data:`scripts.measurement.pvs_burden.BURDEN_COLUMNS`."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from scripts.measurement.regions import (
+from scripts.regions import (
     estimate_brain_mask,
     find_parcellation,
     parcellation_in_grid,

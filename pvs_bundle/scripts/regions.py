@@ -42,6 +42,16 @@ OTHER_REGION = "other"
 OUTSIDE_REGION = "outside"
 PARCELLATION_NAMES: tuple[str, ...] = ("aparc+aseg.mgz", "aseg.mgz", "aparc+aseg.nii.gz", "aseg.nii.gz")
 DSEG_SUFFIXES: tuple[str, ...] = ("_dseg.nii.gz", "_dseg.nii", "_dseg.mgz")
+DEFAULT_REGIONS: dict[str, list[int | str]] = {
+    "basal_ganglia": [11, 50, 12, 51, 13, 52, 26, 58],
+    "thalamus": [10, 49],
+    "cerebral_white_matter": [2, 41, 77, 78, 79, "251-255", "3001-3035", "4001-4035", 5001, 5002],
+    "hippocampus": [17, 53],
+    "brainstem_ventral_dc": [16, 28, 60],
+    "cerebellum": [7, 8, 46, 47],
+    "other": [3, 42, 4, 43, 5, 44, 14, 15, 18, 54, 24, 30, 62, 31, 63, 72, 80, 85, "1000-1035", "2000-2035"],
+}
+"""The region map of ``configs/inference.json`` (its ``regions``), which evaluation scores by."""
 BRAIN_ESTIMATE_STEP_MM = 3.0
 BRAIN_ESTIMATE_EROSION_MM = 6.0
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -159,6 +169,31 @@ def find_parcellation(parcellation_dir: str | Path, image: str | Path) -> Path |
                 if candidate.is_file():
                     return candidate
     return None
+
+
+def parcellation_for(
+    case: str,
+    image: str | Path,
+    parcellation_dir: str | Path | None,
+    parcellation_files: Mapping[str, str | Path] | None,
+) -> tuple[Path | None, str]:
+    """The parcellation of a case and where it came from, or None and why there is none.
+
+    Args:
+        case: the case id (output stem, e.g. ``sub-001``), the key of ``parcellation_files``.
+        image: the case's image, whose BIDS entities :func:`find_parcellation` matches under ``parcellation_dir``.
+        parcellation_dir: the folder searched, or None.
+        parcellation_files: case id -> parcellation file, looked up first.
+    """
+    files = parcellation_files or {}
+    if case in files:
+        return Path(files[case]), "parcellation_files"
+    if parcellation_dir in (None, ""):
+        return None, "no parcellation_dir or parcellation_files given"
+    found = find_parcellation(parcellation_dir, image)
+    if found is None:
+        return None, f"no parcellation for {Path(image).name} under {parcellation_dir}"
+    return found, str(parcellation_dir)
 
 
 def _same_case(path: Path, entities: Mapping[str, str]) -> bool:
