@@ -128,3 +128,15 @@ def test_the_hull_of_each_slice_is_skimages_convex_hull_image():
     np.testing.assert_array_equal(hull[:, :, 0], expected)
     for k in range(1, 41):
         np.testing.assert_array_equal(hull[:, :, k], convex_hull_image(volume[:, :, k]))
+
+
+@pytest.mark.parametrize("opening", [1, 2])
+def test_the_separable_opening_is_the_cubes_opening(opening):
+    """1D minimum and maximum filters along each axis give the opening by the whole cube, edges included."""
+    x = (head_volume((30, 28, 24), specks=0.3) > THRESHOLD).float().repeat(2, 1, 1, 1, 1)
+    x[1] = (torch.rand(1, 30, 28, 24, generator=torch.Generator().manual_seed(opening)) > 0.2).float()
+    size = 2 * opening + 1
+    eroded = -torch.nn.functional.max_pool3d(-x, size, stride=1, padding=opening)
+    expected = torch.nn.functional.max_pool3d(eroded, size, stride=1, padding=opening)
+    assert expected.sum() > 0
+    torch.testing.assert_close(head_mask(x, 0.5, opening), expected)

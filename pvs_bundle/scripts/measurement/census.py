@@ -154,7 +154,7 @@ def measure_components(
         "direction_z": shown_direction[:, 2],
     }
     if prob is not None and count:
-        values = np.asarray(prob, dtype=np.float64).ravel()[flat]
+        values = np.asarray(prob).ravel()[flat].astype(np.float64)  # the foreground only: no full-volume copy
         columns["prob_mean"] = np.bincount(ids0, weights=values, minlength=count) / safe
         columns["prob_max"] = np.asarray(ndimage.maximum(values, ids, index), dtype=np.float64)
     else:

@@ -8,8 +8,9 @@ says where it pays.
 
 The ONNX file keeps dynamic axes, but OpenVINO runs a static shape faster (measured in ``docs/performance.md``: 208
 against 272 ms a 96³ window in bf16, 166 against 192 ms a 64³ window in fp32). So the model is compiled once per
-window shape met, for one window at a time, and a batch of windows runs window by window: a sliding window meets one
-shape (two at most, where the image is smaller than the window).
+window shape met, for one window at a time (a sliding window meets one shape; two at most, where the image is
+smaller than the window), with OpenVINO's throughput hint: the windows of a batch run as parallel inference requests
+(one stream per core or so, as OpenVINO chooses), 7-12 % faster a window than one request on both cores.
 """
 
 from __future__ import annotations
@@ -63,32 +64,45 @@ class OpenVinoNetwork(nn.Module):
                 f"{[str(i.get_partial_shape()) for i in model.inputs]} and {len(model.outputs)} outputs."
             )
         self.precision = resolve_precision(precision, "cpu")
-        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision]}
+        self.config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision]}
         if num_threads:
             self.config["INFERENCE_NUM_THREADS"] = int(num_threads)
         self.core = ov.Core()
         self.model = model
-        self.compiled: dict[tuple[int, ...], Any] = {}
+        self.queues: dict[tuple[int, ...], Any] = {}
         self.version = ov.__version__
 
-    def compiled_for(self, shape: tuple[int, ...]) -> Any:
-        """The model compiled for one input of ``shape`` ``(1, C, X, Y, Z)`` (compiled on first use, then kept)."""
-        if shape not in self.compiled:
+    def queue_for(self, shape: tuple[int, ...]) -> Any:
+        """Inference requests of the model compiled for one input of ``shape`` ``(1, C, X, Y, Z)`` (made once)."""
+        if shape not in self.queues:
+            import openvino as ov
+
             model = self.model.clone()
             model.reshape(list(shape))
-            self.compiled[shape] = self.core.compile_model(model, "CPU", self.config)
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self.queues[shape] = ov.AsyncInferQueue(compiled, requests)
             logger.info(
-                "Compiled ONNX model %s with OpenVINO %s for the CPU in %s, input %s",
+                "Compiled ONNX model %s with OpenVINO %s for the CPU in %s, input %s, %d parallel requests",
                 self.model_file,
                 self.version,
                 self.precision,
                 list(shape),
+                requests,
             )
-        return self.compiled[shape]
+        return self.queues[shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on a batch (N, C, X, Y, Z), one window at a time."""
+        """Run the model on a batch (N, C, X, Y, Z): each window one request, the requests in parallel."""
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        compiled = self.compiled_for((1, *array.shape[1:]))
-        out = np.concatenate([np.asarray(compiled(array[i : i + 1])[0], dtype=np.float32) for i in range(len(array))])
-        return torch.from_numpy(out).to(x.device)
+        queue = self.queue_for((1, *array.shape[1:]))
+        outputs: list[np.ndarray | None] = [None] * len(array)
+
+        def keep(request: Any, index: int) -> None:
+            outputs[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy of its buffer
+
+        queue.set_callback(keep)
+        for index in range(len(array)):
+            queue.start_async({0: array[index : index + 1]}, index)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate(outputs)).to(x.device)
