@@ -11,8 +11,8 @@ writes, atomically:
 Regions and the intracranial mask come from the case's parcellation (:mod:`scripts.regions`): from
 ``parcellation_files`` (case -> file), else found under ``parcellation_dir``. Without one, every PVS is in region
 ``unknown``, the brain mask is :func:`scripts.regions.estimate_brain_mask`, and the report says why.
-PVS are counted only inside the region of interest (:mod:`scripts.measurement.roi`: the brain eroded by
-``roi_erosion_mm``, and with a parcellation the ``roi_regions`` chosen); the parts outside it are census rows of
+PVS are counted only inside the region of interest (:mod:`scripts.measurement.roi`: the brain, eroded by
+``roi#erosion_mm``, and with a parcellation the ``roi#regions`` chosen); the parts outside it are census rows of
 region ``outside`` and the burden's ``outside_roi_*`` columns, never counted.
 """
 
