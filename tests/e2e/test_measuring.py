@@ -36,7 +36,7 @@ def test_census_has_regions_where_a_parcellation_was_found(run):
     root, _, _ = run
     census = list(csv.DictReader((root / "out" / "pvs_census.csv").open()))
     regions = {case: {r["region"] for r in census if r["case"] == case} for case in ("sub-001", "sub-002", "sub-003")}
-    assert regions["sub-003"] <= {"unknown"}
+    assert regions["sub-003"] <= {"unknown", "outside"}  # no parcellation; "outside": parts outside the brain estimate
     assert regions["sub-001"] and "unknown" not in regions["sub-001"] | regions["sub-002"]
     assert all(0.5 <= float(r["prob_mean"]) <= float(r["prob_max"]) <= 1 for r in census)
     burden = {r["subject"]: r for r in json.loads((root / "out" / "pvs_burden.json").read_text())}
@@ -44,7 +44,9 @@ def test_census_has_regions_where_a_parcellation_was_found(run):
     voxel = float(np.prod(np.diag(affine_for())[:3]))
     assert burden["sub-001"]["brain_volume_mm3"] == pytest.approx((36 * 44 * 32) * voxel, rel=1e-5)
     counts = [r for r in json.loads((root / "out" / "pvs_regions.json").read_text()) if r["case"] == "sub-001"]
-    assert sum(r["pvs_count"] for r in counts) == burden["sub-001"]["pvs_count"]
+    assert sum(r["pvs_count"] for r in counts if r["region"] != "outside") == burden["sub-001"]["pvs_count"]
+    outside = next(r for r in counts if r["region"] == "outside")
+    assert outside["pvs_count"] == burden["sub-001"]["outside_roi_count"]
     image = nib.load(str(root / "ds" / "sub-001" / "anat" / "sub-001_T2w.nii.gz"))
     assert image.shape == SHAPE
 

@@ -33,6 +33,7 @@ from scripts.inference.inference_inputs import (
 )
 from scripts.inference.prediction_writer import ID_COLUMNS
 from scripts.measurement.pvs_burden import BURDEN_COLUMNS, pvs_burden
+from scripts.measurement.roi import ROI_COLUMNS
 from scripts.nifti import voxel_volume_mm3
 from scripts.settings import as_volume_index
 
@@ -113,7 +114,7 @@ def test_masks_agree_whatever_the_storage_order(oriented_run):
 def test_table_matches_the_written_masks(oriented_run):
     inputs, outputs, _ = oriented_run
     rows = list(csv.DictReader((outputs / "pvs_burden.csv").open()))
-    assert list(rows[0]) == [*ID_COLUMNS, *BURDEN_COLUMNS, "brain_from_parcellation"]
+    assert list(rows[0]) == [*ID_COLUMNS, *BURDEN_COLUMNS, *ROI_COLUMNS[1:], "brain_from_parcellation", "roi"]
     assert sorted((r["subject"], r["session"], r["image"]) for r in rows) == [
         ("lps", "", "lps.nii.gz"),
         ("ras", "", "ras.nii.gz"),
@@ -121,7 +122,13 @@ def test_table_matches_the_written_masks(oriented_run):
     ]
     assert json.loads((outputs / "pvs_burden.json").read_text()) == [
         {
-            k: (int(v) if k in ("pvs_count", "brain_from_parcellation") else v if k in ID_COLUMNS else float(v))
+            k: (
+                int(v)
+                if k in ("pvs_count", "outside_roi_count", "brain_from_parcellation")
+                else v
+                if k in (*ID_COLUMNS, "roi")
+                else float(v)
+            )
             for k, v in r.items()
         }
         for r in rows
@@ -131,10 +138,14 @@ def test_table_matches_the_written_masks(oriented_run):
         mask = load(outputs / f"{row['subject']}_desc-pvs_mask.nii.gz")
         labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 3))
         voxel = float(np.prod(SPACING))  # the header stores it in float32: compare to 1e-6
-        assert int(row["pvs_count"]) == count > 1
+        # PVS are counted inside the brain (the ROI); the parts outside it are counted apart, never together
+        assert row["roi"] == "estimated brain, not eroded"
+        assert int(row["pvs_count"]) > 1 and int(row["pvs_count"]) + int(row["outside_roi_count"]) >= count > 1
         # the table rounds volumes to 0.1 mm³ and fractions to 6 decimals
-        assert abs(float(row["pvs_volume_mm3"]) - mask.sum() * voxel) <= 0.05
-        assert abs(float(row["largest_pvs_mm3"]) - np.bincount(labels.ravel())[1:].max() * voxel) <= 0.05
+        inside_and_outside = float(row["pvs_volume_mm3"]) + float(row["outside_roi_volume_mm3"])
+        assert abs(inside_and_outside - mask.sum() * voxel) <= 0.1
+        assert float(row["largest_pvs_mm3"]) <= np.bincount(labels.ravel())[1:].max() * voxel + 0.05
+        assert float(row["pvs_volume_mm3"]) <= float(row["roi_volume_mm3"]) <= float(row["brain_volume_mm3"])
         assert 0 < float(row["pvs_volume_mm3"]) < float(row["brain_volume_mm3"]) < np.prod(SHAPE) * voxel
         assert math.isclose(
             float(row["pvs_volume_fraction"]),
@@ -280,7 +291,11 @@ def test_threshold_stored_with_the_model_and_small_component_removal_reach_the_m
     assert np.array_equal(high, np.isin(labels, np.flatnonzero(sizes >= 3)) & (labels > 0))
     record = json.loads(sidecar.read_text())
     assert record["Threshold"] == 0.5 and record["Settings"]["min_pvs_voxels"] == 3
-    assert record["PVSBurden"]["pvs_count"] == int((sizes[1:] >= 3).sum())
+    burden = record["PVSBurden"]  # the kept components, counted inside the brain and apart outside it
+    assert burden["pvs_count"] > 0 and int((sizes[1:] >= 3).sum()) <= burden["pvs_count"] + burden["outside_roi_count"]
+    assert burden["pvs_volume_mm3"] + burden["outside_roi_volume_mm3"] == pytest.approx(
+        high.sum() * float(np.prod(np.diag(ras_affine())[:3])), abs=0.1
+    )
 
 
 @pytest.mark.slow
