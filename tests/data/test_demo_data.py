@@ -320,3 +320,20 @@ def test_parcellation_puts_the_drawn_pvs_in_their_regions() -> None:
             middle = (np.add(tube.start_mm, tube.end_mm) / 2 - subject.affine[:3, 3]) / np.diag(subject.affine)[:3]
             found.append(regions.names[codes[tuple(np.rint(middle).astype(int))]] == expected[tube.region])
     assert len(found) >= 10 and np.mean(found) >= 0.9
+
+
+def test_held_out_pvs_settings_draw_thinner_and_more_pvs_and_are_recorded(tmp_path):
+    from scripts.data.demo import PVSSettings
+
+    default = synthesize_subject(3, seed=7, shape=SHAPE)
+    assert synthesize_subject(3, seed=7, shape=SHAPE, pvs=PVSSettings()).tubes == default.tubes  # the demo's own
+    held_out = synthesize_subject(3, seed=7, shape=SHAPE, pvs=PVSSettings(1.0, (150, 200)))
+    assert len(held_out.tubes) > len(default.tubes)
+    assert np.median([t.diameter_mm for t in held_out.tubes]) < np.median([t.diameter_mm for t in default.tubes])
+    generate_dataset(tmp_path, n_subjects=1, shape=SHAPE, seed=7, pvs=PVSSettings(1.0, (150, 200)))
+    marker = json.loads((tmp_path / MARKER_NAME).read_text())
+    assert marker["pvs"] == {"diameter_median_mm": 1.0, "count_range": [150, 200]}
+    with pytest.raises(ValueError, match=r"diameter_median_mm must lie in \[0.5, 3.0\] mm"):
+        PVSSettings(0.2)
+    with pytest.raises(ValueError, match="count_range must satisfy 1 <= low <= high"):
+        PVSSettings(1.5, (50, 20))

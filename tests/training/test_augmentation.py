@@ -16,7 +16,12 @@ BOTH = ("image", "label")
 PATCH = [
     ("CastToTyped", None, {"keys": ("label",), "dtype": [torch.uint8]}),
     ("SpatialPadd", None, {"keys": BOTH, "spatial_size": (96, 96, 96)}),
-    ("ClassesToIndicesd", None, {"keys": ("label",), "max_samples_per_class": 100000, "image_key": "image"}),
+    # ClassesToIndicesd until 0.10.0; its subclass lists the same centres by voxel (tests/training/test_crop_centres.py)
+    (
+        "PVSCropCentresd",
+        None,
+        {"keys": ("label",), "max_samples_per_class": 100000, "image_key": "image", "pvs_sampling": "voxel"},
+    ),
     (
         "RandCropByLabelClassesd",
         None,
@@ -44,8 +49,9 @@ def summary(transform) -> tuple:
         params["dtype"] = list(transform.dtype)
     elif name == "SpatialPadd":
         params["spatial_size"] = tuple(transform.padder.spatial_size)
-    elif name == "ClassesToIndicesd":
+    elif name == "PVSCropCentresd":
         params.update(max_samples_per_class=transform.converter.max_samples_per_class, image_key=transform.image_key)
+        params["pvs_sampling"] = transform.pvs_sampling
     elif name == "RandCropByLabelClassesd":
         crop = transform.cropper
         params.update(spatial_size=tuple(crop.spatial_size), ratios=list(crop.ratios), num_samples=crop.num_samples)
@@ -93,6 +99,14 @@ def test_train_json_builds_the_same_transforms_as_before(augment):
     assert [summary(t) for t in config_transforms(augment)] == expected(augment)
 
 
+def test_component_sampling_is_one_setting_of_train_json():
+    centres = config_transforms(True, **{"augmentation#pvs_sampling": "component"})[2]
+    assert type(centres).__name__ == "PVSCropCentresd" and centres.pvs_sampling == "component"
+    with pytest.raises(RuntimeError) as refused:  # monai.bundle wraps the error of the function it instantiates
+        config_transforms(True, **{"augmentation#pvs_sampling": "by_size"})
+    assert "augmentation#pvs_sampling must be one of ['voxel', 'component']" in str(refused.value.__cause__)
+
+
 @pytest.mark.parametrize("augment", ["true", "false", "False"])
 def test_the_switch_as_the_command_line_spells_it(augment):
     assert [summary(t) for t in config_transforms(augment)] == expected(augment.lower() == "true")
@@ -121,6 +135,7 @@ SETTINGS = {
     "pos": 2,
     "neg": 1,
     "max_crop_centres": 10,
+    "pvs_sampling": "voxel",
     "affine": {"prob": 0.2, "rotate_range": [0.26] * 3, "scale_range": [0.1] * 3},
     "elastic": {"prob": 0.1, "sigma_range": [5.0, 8.0], "magnitude_range": [50.0, 150.0]},
     "flip_prob": 0.5,

@@ -124,6 +124,7 @@ def test_the_cached_skeleton_is_cropped_and_moved_with_the_label_then_joined_to_
         "pos": 1.0,
         "neg": 1.0,
         "max_crop_centres": 1000,
+        "pvs_sampling": "voxel",
         "flip_prob": 0.5,
         "affine": {"prob": 1.0, "rotate_range": [0.3, 0.3, 0.3], "scale_range": [0.1, 0.1, 0.1]},
         "elastic": {"prob": 0.0, "sigma_range": [5, 7], "magnitude_range": [50, 150]},

@@ -5,8 +5,9 @@
 
 1. the label cast to uint8, the volume padded to at least one patch, the PVS/background voxel indices listed (all
    deterministic, so a dataset caches their result);
-2. ``num_samples`` patches cropped around PVS and background voxels in the ratio ``pos`` : ``neg``, the label cast
-   back to float32;
+2. ``num_samples`` patches cropped around PVS and background voxels in the ratio ``pos`` : ``neg`` (PVS centres
+   drawn by voxel or, with ``pvs_sampling`` ``"component"``, each PVS equally often:
+   :mod:`scripts.training.crop_centres`), the label cast back to float32;
 3. the augmentations: affine, elastic (``OneOf`` elastic or identity), a flip per axis, bias field, contrast and
    noise, each with its probability under ``augmentation``.
 
@@ -24,7 +25,6 @@ from typing import Any, TypedDict
 import torch
 from monai.transforms import (
     CastToTyped,
-    ClassesToIndicesd,
     Identityd,
     OneOf,
     Rand3DElasticd,
@@ -39,6 +39,7 @@ from monai.transforms import (
 )
 
 from scripts.settings import as_bool
+from scripts.training.crop_centres import PVSCropCentresd
 from scripts.training.losses import JoinSkeletond
 
 KEYS: list[str] = ["image", "label"]  # the spatial transforms move the image and its label together
@@ -127,6 +128,7 @@ def patch_sampling(
     neg: float,
     max_crop_centres: int,
     skeleton: bool = False,
+    pvs_sampling: str = "voxel",
 ) -> list[Transform]:
     """The patch sampling: label as uint8, pad to one patch, list voxel indices, crop PVS/background patches.
 
@@ -137,6 +139,7 @@ def patch_sampling(
         neg: weight of patches centred on a background voxel inside the head.
         max_crop_centres: at most this many candidate centres listed per class (bounds the cache's size).
         skeleton: crop the label's skeleton (``skeleton``) with it too (missing keys allowed).
+        pvs_sampling: PVS centres by ``"voxel"`` or by ``"component"`` (:class:`PVSCropCentresd`).
 
     Returns:
         Five transforms; the first three are deterministic (a dataset caches their output).
@@ -145,8 +148,12 @@ def patch_sampling(
     return [
         CastToTyped(keys="label", dtype=torch.uint8),
         SpatialPadd(keys=keys, spatial_size=patch_size, allow_missing_keys=skeleton),
-        ClassesToIndicesd(
-            keys="label", num_classes=2, image_key="image", image_threshold=0, max_samples_per_class=max_crop_centres
+        PVSCropCentresd(
+            keys="label",
+            pvs_sampling=pvs_sampling,
+            image_key="image",
+            image_threshold=0,
+            max_samples_per_class=max_crop_centres,
         ),
         RandCropByLabelClassesd(
             keys=keys,
@@ -252,7 +259,13 @@ def random_transforms(
     sampling = [_setting(settings, name) for name in ("pos", "neg", "max_crop_centres")]
     with_skeleton = as_bool(skeleton, "skeleton")
     transforms = [
-        *patch_sampling(patch_size, num_samples, *sampling, skeleton=with_skeleton),
+        *patch_sampling(
+            patch_size,
+            num_samples,
+            *sampling,
+            skeleton=with_skeleton,
+            pvs_sampling=_setting(settings, "pvs_sampling"),
+        ),
         *augmentations(augment, settings, skeleton=with_skeleton),
     ]
     return [*transforms, JoinSkeletond()] if with_skeleton else transforms

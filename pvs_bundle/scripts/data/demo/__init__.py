@@ -11,11 +11,13 @@ from types import ModuleType
 from scripts import child_module
 from scripts.data.demo.dataset import MARKER_NAME, ensure_demo_dataset, generate_dataset
 from scripts.data.demo.grid import DEMO_SHAPE
+from scripts.data.demo.pvs import PVSSettings
 from scripts.data.demo.subject import SyntheticSubject, empty_subjects, synthesize_subject
 
 __all__ = [
     "DEMO_SHAPE",
     "MARKER_NAME",
+    "PVSSettings",
     "SyntheticSubject",
     "empty_subjects",
     "ensure_demo_dataset",

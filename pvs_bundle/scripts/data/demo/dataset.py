@@ -40,6 +40,7 @@ from scripts.data.demo.bids_files import (
 from scripts.data.demo.contrasts import DEFAULT_CONTRAST, check_contrast, check_voxel_size
 from scripts.data.demo.grid import DEMO_SHAPE, check_shape
 from scripts.data.demo.parcellation import parcellation
+from scripts.data.demo.pvs import PVSSettings
 from scripts.data.demo.subject import check_n_subjects, check_seed, empty_subjects, synthesize_subject
 from scripts.io import atomic_write_json
 
@@ -59,6 +60,7 @@ def generate_dataset(
     *,
     contrast: str = DEFAULT_CONTRAST,
     voxel_size_mm: Sequence[float] | None = None,
+    pvs: PVSSettings | None = None,
 ) -> Path:
     """Write a synthetic ds005595-style dataset; the same arguments give byte-identical files.
 
@@ -77,6 +79,8 @@ def generate_dataset(
         contrast: ``T2w``, ``T1w`` or ``FLAIR`` (:mod:`scripts.data.demo.contrasts`).
         voxel_size_mm: voxel size of the grid covering that field of view; None is
             :data:`~scripts.data.demo.grid.VOXEL_SIZE_MM`.
+        pvs: how the PVS are drawn (diameter median, count range); None is the demo's. Held-out data at settings
+            a recipe was not tuned on; the marker records settings other than the default.
 
     Returns:
         The dataset root.
@@ -85,7 +89,7 @@ def generate_dataset(
         ValueError: if an argument is out of range, ``out_dir`` is a file, or ``out_dir`` is a non-empty
             directory that is not a demo dataset and ``overwrite`` is false.
     """
-    params = _params(n_subjects, shape, seed, contrast, voxel_size_mm)
+    params = _params(n_subjects, shape, seed, contrast, voxel_size_mm, pvs)
     voxel = check_voxel_size(voxel_size_mm)
     root = Path(out_dir)
     _prepare_root(root, overwrite)
@@ -95,7 +99,13 @@ def generate_dataset(
     numbers = range(1, n_subjects + 1)
     for number in numbers:
         subject = synthesize_subject(
-            number, seed, params["shape"], with_pvs=number not in empty, contrast=contrast, voxel_size_mm=voxel
+            number,
+            seed,
+            params["shape"],
+            with_pvs=number not in empty,
+            contrast=contrast,
+            voxel_size_mm=voxel,
+            pvs=pvs,
         )
         write_subject(root, subject, contrast, parcellation(subject.warp, params["shape"], voxel_size_mm=voxel))
         logger.debug("%s: %d PVS in the field of view", subject.subject_id, len(subject.tubes))
@@ -179,7 +189,12 @@ def main(
 
 
 def _params(
-    n_subjects: int, shape: Sequence[int], seed: int, contrast: str, voxel_size_mm: Sequence[float] | None
+    n_subjects: int,
+    shape: Sequence[int],
+    seed: int,
+    contrast: str,
+    voxel_size_mm: Sequence[float] | None,
+    pvs: PVSSettings | None = None,
 ) -> dict:
     """The marker's record; a contrast or voxel size other than the default is added (so defaults match old markers)."""
     check_n_subjects(n_subjects)
@@ -197,6 +212,8 @@ def _params(
         params["contrast"] = contrast
     if voxel is not None:
         params["voxel_size_mm"] = list(voxel)
+    if pvs is not None and not pvs.is_default:
+        params["pvs"] = {"diameter_median_mm": float(pvs.diameter_median_mm), "count_range": list(pvs.count_range)}
     return params
 
 

@@ -6,6 +6,9 @@ and the rest in the grey and white matter of the basal ganglia (running roughly 
 log-normal around 1.5 mm in :data:`DIAMETER_RANGE_MM`, lengths log-uniform in :data:`LENGTH_RANGE_MM`. A grid keeps
 the capsules that lie wholly inside it; each voxel's partial volume ramps linearly over one voxel across a capsule's
 surface, and the mask is partial volume >= 0.5.
+
+:class:`PVSSettings` moves the diameter median and the count range away from these defaults, for held-out data at
+settings a recipe was not tuned on (``benchmarks/ablation.py``); the defaults give the demo's PVS unchanged.
 """
 
 from __future__ import annotations
@@ -25,13 +28,42 @@ BASAL_GANGLIA_BOX_MM: tuple[tuple[float, float], ...] = ((12.0, 30.0), (-12.0, 2
 DIAMETER_RANGE_MM = (0.5, 3.0)
 LENGTH_RANGE_MM = (2.0, 20.0)
 
-_FULL_BRAIN_PVS = (20, 110)
+DIAMETER_MEDIAN_MM = 1.5
+FULL_BRAIN_PVS = (20, 110)
 _CSO_FRACTION = 0.6
 _MAX_TILT_DEG = 15.0
 _TUBE_GAP_MM = 1.8
 _BATCH = 64
 _BG_MARGIN_MM = 8.0
 _MAX_BATCHES = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class PVSSettings:
+    """How a subject's PVS are drawn: the median diameter (mm) and the whole-brain count range (inclusive).
+
+    Raises:
+        ValueError: if the median lies outside :data:`DIAMETER_RANGE_MM` or the counts are not 1 <= low <= high.
+    """
+
+    diameter_median_mm: float = DIAMETER_MEDIAN_MM
+    count_range: tuple[int, int] = FULL_BRAIN_PVS
+
+    def __post_init__(self) -> None:
+        low, high = DIAMETER_RANGE_MM
+        if not low <= float(self.diameter_median_mm) <= high:
+            raise ValueError(f"pvs diameter_median_mm must lie in [{low}, {high}] mm, not {self.diameter_median_mm!r}.")
+        counts = tuple(self.count_range)
+        if len(counts) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            raise ValueError(f"pvs count_range must be two integers (low, high), not {self.count_range!r}.")
+        if not 1 <= counts[0] <= counts[1]:
+            raise ValueError(f"pvs count_range must satisfy 1 <= low <= high, not {self.count_range!r}.")
+        object.__setattr__(self, "count_range", counts)
+
+    @property
+    def is_default(self) -> bool:
+        """True for the demo's own settings (a dataset marker then records nothing more)."""
+        return self == PVSSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,24 +88,26 @@ class Tube:
         return float(np.linalg.norm(np.subtract(self.end_mm, self.start_mm))) + self.diameter_mm
 
 
-def draw_tubes(rng: np.random.Generator, warp: SubjectWarp) -> list[Tube]:
+def draw_tubes(rng: np.random.Generator, warp: SubjectWarp, settings: PVSSettings | None = None) -> list[Tube]:
     """Whole-brain PVS for one subject, in subject world coordinates, none touching another.
 
     Args:
         rng: the subject's PVS generator.
         warp: the subject's anatomy, whose tissue each capsule must lie in.
+        settings: diameter median and count range; None is the demo's (:class:`PVSSettings`).
 
     Returns:
         The capsules, centrum semiovale first.
     """
-    n_total = int(rng.integers(_FULL_BRAIN_PVS[0], _FULL_BRAIN_PVS[1] + 1))
+    settings = settings or PVSSettings()
+    n_total = int(rng.integers(settings.count_range[0], settings.count_range[1] + 1))
     n_cso = round(n_total * _CSO_FRACTION)
     tubes: list[Tube] = []
     centrelines, radii = np.empty((0, 3)), np.empty(0)
     for region, wanted in (("centrum_semiovale", n_cso), ("basal_ganglia", n_total - n_cso)):
         target = len(tubes) + wanted
         for _ in range(_MAX_BATCHES):
-            for tube, points in _valid_candidates(rng, warp, region):
+            for tube, points in _valid_candidates(rng, warp, region, settings.diameter_median_mm):
                 radius = tube.diameter_mm / 2
                 if (
                     len(tubes) == target
@@ -136,9 +170,11 @@ def partial_volume(tubes: Sequence[Tube], affine: np.ndarray, shape: tuple[int, 
     return pv
 
 
-def _valid_candidates(rng: np.random.Generator, warp: SubjectWarp, region: str) -> list[tuple[Tube, np.ndarray]]:
+def _valid_candidates(
+    rng: np.random.Generator, warp: SubjectWarp, region: str, diameter_median_mm: float
+) -> list[tuple[Tube, np.ndarray]]:
     """Draw a batch of candidate tubes of a region; keep those lying wholly in its tissue, with their centreline."""
-    diameters = np.clip(rng.lognormal(np.log(1.5), 0.35, size=_BATCH), *DIAMETER_RANGE_MM)
+    diameters = np.clip(rng.lognormal(np.log(diameter_median_mm), 0.35, size=_BATCH), *DIAMETER_RANGE_MM)
     lengths = np.maximum(np.exp(rng.uniform(*np.log(LENGTH_RANGE_MM), size=_BATCH)), diameters + 0.8)
     box = np.array(CENTRUM_SEMIOVALE_BOX_MM if region == "centrum_semiovale" else BASAL_GANGLIA_BOX_MM)
     centres = rng.uniform(box[:, 0], box[:, 1], size=(_BATCH, 3))

@@ -15,7 +15,7 @@ import numpy as np
 from scripts.data.demo.anatomy import SubjectWarp, random_warp, sample_template, template, template_image
 from scripts.data.demo.contrasts import DEFAULT_CONTRAST, acquired_shape, check_contrast, check_voxel_size
 from scripts.data.demo.grid import DEMO_SHAPE, VOXEL_SIZE_MM, check_shape, grid_affine
-from scripts.data.demo.pvs import Tube, draw_tubes, inside_grid, partial_volume
+from scripts.data.demo.pvs import PVSSettings, Tube, draw_tubes, inside_grid, partial_volume
 from scripts.data.demo.scanner import acquire
 
 
@@ -48,6 +48,7 @@ def synthesize_subject(
     *,
     contrast: str = DEFAULT_CONTRAST,
     voxel_size_mm: Sequence[float] | None = None,
+    pvs: PVSSettings | None = None,
 ) -> SyntheticSubject:
     """Generate one subject in memory; the anatomy does not depend on ``with_pvs`` or on the dataset size.
 
@@ -62,6 +63,7 @@ def synthesize_subject(
         contrast: ``T2w``, ``T1w`` or ``FLAIR``.
         voxel_size_mm: voxel size of the grid covering that field of view; None is
             :data:`~scripts.data.demo.grid.VOXEL_SIZE_MM`.
+        pvs: how the PVS are drawn; None is the demo's (:class:`~scripts.data.demo.pvs.PVSSettings`).
 
     Returns:
         The subject's image, mask, affine and ground truth.
@@ -78,7 +80,7 @@ def synthesize_subject(
     warp = random_warp(warp_rng)
     affine = grid_affine(grid, voxel)
     nominal = grid_affine(shape)
-    tubes = tuple(t for t in draw_tubes(pvs_rng, warp) if inside_grid(t, nominal, shape)) if with_pvs else ()
+    tubes = tuple(t for t in draw_tubes(pvs_rng, warp, pvs) if inside_grid(t, nominal, shape)) if with_pvs else ()
     base = sample_template(template_image(table, voxel), template().world_to_voxel, warp, grid, 1, voxel)
     pv = partial_volume(tubes, affine, grid)
     image = acquire(scan_rng, base, pv, affine, table)

@@ -1,0 +1,190 @@
+"""Issue 23's ablation: each training choice trained for the same CPU budget, each post-processing choice on its model.
+
+For every seed (two by default):
+
+1. Fresh held-out data from the demo generator at settings the recipe was not tuned on: by default PVS of median
+   diameter 1.1 mm (the demo's 1.5) and 60 to 200 per brain (the demo's 20 to 110)
+   (:class:`scripts.data.demo.pvs.PVSSettings`), 12 subjects of 96 × 96 × 64 at 0.8 mm, split 5 training,
+   1 validation, the rest test, as ``benchmarks/cpu_recipe.py`` splits them.
+2. Each training variant: the real ``python -m monai.bundle run training`` with ``train.json`` + ``demo.json``, the
+   variant's overrides, ``--seed`` the seed and ``--max_cpu_minutes`` the budget (30: the issue's).
+3. Each post-processing variant on that model: the real ``run inferring`` on the test images with its overrides.
+4. Every mask scored in native space by the bundle's own code: voxel Dice, VALDO detection F1 and precision,
+   fragmentation (predicted components per reference PVS), extra components split into fragments and specks, and
+   count agreement (ICC(A,1)) over the test cases.
+
+Prints one table (variant, seed, CPU minutes, steps, the metrics) and writes every figure, the settings and the
+machine to ``OUT/ablation.json``. A run keeps what an earlier one wrote there and skips the variants it finds done
+(delete ``OUT`` to start over), so variants can be added later. Run alone on a quiet machine::
+
+    python benchmarks/ablation.py                                        # 30 CPU minutes per model, two seeds
+    python benchmarks/ablation.py --cpu_minutes 0.3 --seeds 1 --train base --out /tmp/ablation   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from cpu_recipe import BUDGET_LINE, recipe_overrides, run_bundle, write_datalist  # puts the bundle root on sys.path
+
+from scripts.agreement import cohort_agreement
+from scripts.cpu import available_cores
+from scripts.data.demo import PVSSettings, generate_dataset
+from scripts.evaluation.case_metrics import case_metrics
+from scripts.evaluation.summary import summarize
+from scripts.inference.inference_inputs import MASK_SUFFIX, output_stem
+
+TRAINING: dict[str, list[str]] = {
+    "base": [],
+    "skeleton_recall": ["loss_weights#skeleton_recall=0.5"],
+    "cldice": ["loss_weights#cldice=0.5"],
+    "blob": ["loss_weights#blob=0.5"],
+    "component_sampling": ["augmentation#pvs_sampling=component"],
+}
+"""Training variants: overrides of train.json (weights beside dice 0.5 + bce 0.5)."""
+POSTPROCESSING: dict[str, list[str]] = {
+    "stored": [],
+    "hysteresis": ["grow_threshold={half}"],
+    "min_2mm3": ["min_pvs_voxels=4"],
+}
+"""Post-processing variants: overrides of inference.json. ``{half}`` is half the model's stored threshold (hysteresis
+seeds at the threshold and grows down to half of it); ``min_pvs_voxels=4`` is 2 mm³ at 0.8 mm."""
+METRICS = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu_minutes", type=float, default=30.0, help="CPU budget of each model's training")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="data and training seeds")
+    parser.add_argument("--train", default=",".join(TRAINING), help=f"training variants among {list(TRAINING)}")
+    parser.add_argument("--post", default=",".join(POSTPROCESSING), help=f"among {list(POSTPROCESSING)}")
+    parser.add_argument("--pvs_diameter_mm", type=float, default=1.1, help="median PVS diameter of the data")
+    parser.add_argument("--pvs_count", type=int, nargs=2, default=[60, 200], help="PVS per brain, low high")
+    parser.add_argument("--shape", type=int, nargs=3, default=[96, 96, 64], help="volume shape in voxels at 0.8 mm")
+    parser.add_argument("--n_subjects", type=int, default=12, help="subjects: 5 train, 1 validate, the rest test")
+    parser.add_argument("--out", type=Path, default=Path("ablation_benchmark"), help="folder of all outputs")
+    args = parser.parse_args(argv)
+    args.train = [v.strip() for v in args.train.split(",") if v.strip()]
+    args.post = [v.strip() for v in args.post.split(",") if v.strip()]
+    for name, chosen, known in (("--train", args.train, TRAINING), ("--post", args.post, POSTPROCESSING)):
+        if not chosen or set(chosen) - set(known):
+            parser.error(f"{name} must be a comma-separated subset of {','.join(known)}, not {chosen}.")
+    if not args.cpu_minutes > 0:
+        parser.error(f"--cpu_minutes must be a positive number, not {args.cpu_minutes}.")
+    return args
+
+
+def score(masks: dict[str, Path], dataset_dir: Path, test: list[dict]) -> dict[str, Any]:
+    """The test masks against the references in native space: metric means over cases and the count agreement."""
+    rows = []
+    for case in test:
+        reference = nib.load(dataset_dir / case["label"])
+        pred = np.asanyarray(nib.load(masks[case["id"]]).dataobj)
+        rows.append(case_metrics(pred, np.asanyarray(reference.dataobj), reference.header.get_zooms()[:3]))
+    summary = summarize(rows)
+    counts = cohort_agreement(rows)["count"]
+    sums = {k: int(sum(row[k] for row in rows)) for k in ("ref_count", "pred_count", "det_fragments", "det_specks")}
+    return {
+        **{m: summary[m]["mean"] for m in METRICS},
+        "count_icc": counts["icc_a1"],
+        "count_pearson": counts["pearson_r"],
+        **sums,
+        "cases": rows,
+    }
+
+
+def train(args: argparse.Namespace, seed: int, variant: str, data: Path, datalist: Path, work: Path) -> dict:
+    """Train one variant for the budget (a fresh run) and return its CPU minutes, wall time and steps."""
+    shutil.rmtree(work, ignore_errors=True)
+    command = ["run", "training", "--config_file", "['configs/train.json','configs/demo.json']"]
+    command += ["--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"), "--seed", str(seed)]
+    command += ["--datalist_file", str(datalist), "--dataset_dir", str(data), "--max_epochs", "100000"]
+    command += ["--max_cpu_minutes", str(args.cpu_minutes), *recipe_overrides(TRAINING[variant])]
+    start = time.perf_counter()
+    log = run_bundle(command, work.parent / f"{work.name}_training.log")
+    history = json.loads((work / "eval" / "training_history.json").read_text())
+    stopped = BUDGET_LINE.search(log)
+    return {
+        "cpu_minutes": history["epochs"][-1].get("cpu_minutes"),
+        "wall_s": time.perf_counter() - start,
+        "steps": int(stopped.group(2)) if stopped else None,
+        "model": json.loads((work / "models" / "model.json").read_text()),
+    }
+
+
+def infer(variant: str, data: Path, test: list[dict], work: Path) -> dict[str, Path]:
+    """Segment the test images with the variant's post-processing; return the mask of each case."""
+    out = work / f"test_{variant}"
+    shutil.rmtree(out, ignore_errors=True)
+    images = json.dumps([str(data / case["image"]) for case in test])
+    half = json.loads((work / "models" / "model.json").read_text())["threshold"] / 2
+    overrides = [item.replace("{half}", f"{half:g}") for item in POSTPROCESSING[variant]]
+    command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
+    command += ["--ckpt_dir", str(work / "models"), "--input_files", images, "--output_dir", str(out)]
+    run_bundle([*command, *recipe_overrides(overrides)], work / f"inference_{variant}.log")
+    return {case["id"]: out / (output_stem(Path(case["image"])) + MASK_SUFFIX) for case in test}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """One line per (training variant, post-processing, seed), then the mean over seeds."""
+    head = f"{'training':<19} {'post':<15} {'seed':>4} {'CPU min':>7} {'steps':>6}"  # CPU min: used in training
+    print(head + "  Dice  prec  rec  detF1 detP  detR  frag  countICC  fragments specks")
+    for key, run in sorted(results["runs"].items()):
+        variant, seed = key.rsplit("@", 1)
+        for post, r in run["post"].items():
+            print(
+                f"{variant:<19} {post:<15} {seed:>4} {run['cpu_minutes']:>7.2f} {run['steps'] or '':>6} "
+                f"{r['dice']:.3f} {r['precision']:.3f} {r['recall']:.3f} {r['det_f1']:.3f} {r['det_precision']:.3f} "
+                f"{r['det_recall']:.3f} {r['det_fragmentation']:.3f} {r['count_icc']:>8.3f}  "
+                f"{r['det_fragments']:>9} {r['det_specks']:>6}"
+            )
+
+
+def main() -> None:
+    args = parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report_file = args.out / "ablation.json"
+    results = json.loads(report_file.read_text()) if report_file.is_file() else {"runs": {}}
+    pvs = PVSSettings(args.pvs_diameter_mm, tuple(args.pvs_count))
+    results["settings"] = {
+        "cpu_minutes": args.cpu_minutes,
+        "generator": "scripts.data.demo",
+        "pvs": {"diameter_median_mm": pvs.diameter_median_mm, "count_range": list(pvs.count_range)},
+        "shape": args.shape,
+        "n_subjects": args.n_subjects,
+        "training_variants": {k: TRAINING[k] for k in args.train},
+        "postprocessing_variants": {k: POSTPROCESSING[k] for k in args.post},
+    }
+    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": available_cores()}
+    for seed in args.seeds:
+        data = args.out / f"data_{seed}"
+        generate_dataset(data, args.n_subjects, args.shape, seed, overwrite=True, pvs=pvs)
+        datalist_file = args.out / f"datalist_{seed}.json"
+        datalist = write_datalist(data, datalist_file, seed)
+        for variant in args.train:
+            key = f"{variant}@{seed}"
+            done = results["runs"].get(key, {})
+            if done.get("budget") == args.cpu_minutes and set(args.post) <= set(done.get("post", {})):
+                continue
+            print(f"seed {seed}, {variant}: training for {args.cpu_minutes:g} CPU minutes …", flush=True)
+            work = args.out / f"{variant}_{seed}"
+            run = train(args, seed, variant, data, datalist_file, work)
+            test = datalist["test"]
+            run["post"] = {post: score(infer(post, data, test, work), data, test) for post in args.post}
+            results["runs"][key] = {**run, "budget": args.cpu_minutes}
+            report_file.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+    print_table(results)
+    print(f"Wrote {report_file}")
+
+
+if __name__ == "__main__":
+    main()
