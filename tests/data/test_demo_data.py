@@ -11,7 +11,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import CONFIGS
 from scipy import ndimage
 
 from scripts.data.demo import MARKER_NAME, empty_subjects, ensure_demo_dataset, generate_dataset, synthesize_subject
@@ -20,7 +19,7 @@ from scripts.data.demo.bids_files import DEMO_NAME
 from scripts.data.demo.grid import FULL_SHAPE
 from scripts.data.demo.parcellation import parcellation
 from scripts.data.demo.pvs import BASAL_GANGLIA_BOX_MM, CENTRUM_SEMIOVALE_BOX_MM, DIAMETER_RANGE_MM, LENGTH_RANGE_MM
-from scripts.regions import region_codes, region_map
+from scripts.regions import DEFAULT_REGIONS, region_codes, region_map
 
 SHAPE = (64, 80, 72)  # non-cubic, so axis mix-ups show
 TINY = (40, 48, 44)
@@ -308,7 +307,7 @@ def test_command_line_writes_a_dataset(tmp_path: Path) -> None:
 
 
 def test_parcellation_puts_the_drawn_pvs_in_their_regions() -> None:
-    regions = region_map(json.loads((CONFIGS / "inference.json").read_text())["regions"])
+    regions = region_map(DEFAULT_REGIONS)
     expected = {"basal_ganglia": "basal_ganglia", "centrum_semiovale": "cerebral_white_matter"}
     found = []
     for index in (1, 2, 4):  # several subjects, so that enough tubes of both regions are drawn

@@ -8,14 +8,15 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import CONFIGS, synthetic_case
+from conftest import synthetic_case
 from PIL import Image
 
 from scripts.measurement.census import CENSUS_COLUMNS
 from scripts.measurement.measure import REGION_COLUMNS, PVSMeasurement
+from scripts.regions import DEFAULT_REGIONS
 from scripts.reports.qc_report import robust_outliers
 
-REGIONS = json.loads((CONFIGS / "inference.json").read_text())["regions"]
+REGIONS = DEFAULT_REGIONS
 SHAPE = (40, 48, 36)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHECK_SCRIPT = """<script>window.addEventListener('load', function(){

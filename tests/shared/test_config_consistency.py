@@ -168,4 +168,5 @@ def test_one_input_is_read_in_the_main_process_and_a_cohort_by_workers():
 
 
 def test_evaluation_scores_by_the_region_map_inference_measures_by():
-    assert raw("inference.json")["regions"] == DEFAULT_REGIONS
+    assert raw("inference.json")["regions"] == raw("evaluate.json")["regions"] == "$@scripts.regions.DEFAULT_REGIONS"
+    assert ConfigParser(raw("inference.json")).get_parsed_content("regions") == DEFAULT_REGIONS

@@ -1,15 +1,14 @@
 """Regions from a parcellation: the map, finding files by BIDS entities, resampling through the affines, bad input."""
 
-import json
 import logging
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import CONFIGS
 
 from scripts.data.demo import generate_dataset
 from scripts.regions import (
+    DEFAULT_REGIONS,
     estimate_brain_mask,
     find_parcellation,
     parcellation_in_grid,
@@ -17,7 +16,7 @@ from scripts.regions import (
     region_map,
 )
 
-REGIONS = json.loads((CONFIGS / "inference.json").read_text())["regions"]
+REGIONS = DEFAULT_REGIONS
 SHAPE = (12, 16, 10)
 
 

@@ -30,6 +30,7 @@ def mask_transforms(
     min_pvs_voxels: int = 0,
     head_threshold: float | None = None,
     keep_probabilities: bool = False,
+    min_pvs_mm3: float = 0.0,
 ) -> list[Transform]:
     """The postprocessing transforms of a batch item ``{"pred": logits, "image": preprocessed image, ...}``.
 
@@ -41,12 +42,13 @@ def mask_transforms(
         head_threshold: when given, the preprocessed image is also inverted as ``head`` and binarised at this
             value (inference's head mask); None: no head mask.
         keep_probabilities: keep the probabilities on the input's grid as ``prob`` (an alias, not a copy).
+        min_pvs_mm3: predicted components of smaller volume are removed (the model's stored one under ``auto``).
 
     Returns:
         The transforms, in order; with neither option: sigmoid, invert, threshold, small-component removal.
 
     Raises:
-        ValueError: if ``grow_threshold`` or ``min_pvs_voxels`` is invalid (raised by their transforms).
+        ValueError: if ``grow_threshold``, ``min_pvs_voxels`` or ``min_pvs_mm3`` is invalid (by their transforms).
     """
     head = head_threshold is not None
     transforms: list[Transform] = [Activationsd(keys="pred", sigmoid=True)]
@@ -69,5 +71,5 @@ def mask_transforms(
     return [
         *transforms,
         HysteresisThresholdd(keys="pred", threshold=threshold, grow_threshold=grow_threshold),
-        RemoveSmallComponentsd(keys="pred", min_pvs_voxels=min_pvs_voxels),
+        RemoveSmallComponentsd(keys="pred", min_pvs_voxels=min_pvs_voxels, min_pvs_mm3=min_pvs_mm3),
     ]

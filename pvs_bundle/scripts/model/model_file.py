@@ -182,6 +182,43 @@ def resolve_threshold(value: str | float, model_file: str | Path) -> float:
     return float(stored)
 
 
+def resolve_min_pvs_mm3(value: str | float, model_file: str | Path) -> float:
+    """The smallest PVS kept (mm³): ``value`` itself, or for ``"auto"`` the one stored with the model.
+
+    ``"auto"`` takes ``"min_pvs_mm3"`` of ``model.json`` beside ``model_file`` (chosen on the validation split by
+    training, :mod:`scripts.training.size_rule`), else 0 (keep every PVS). Logs which value is used and from where.
+
+    Args:
+        value: ``"auto"`` or a number >= 0.
+        model_file: the model file whose ``model.json`` may store it.
+
+    Returns:
+        The volume in mm³, >= 0.
+
+    Raises:
+        ValueError: if ``value`` is neither ``"auto"`` nor a number >= 0.
+        BundleError: if ``model.json`` stores something other than a number >= 0.
+    """
+
+    def is_volume(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and float(v) >= 0.0
+
+    if value != "auto":
+        if not is_volume(value):
+            raise ValueError(f"min_pvs_mm3 must be 'auto' or a number >= 0, not {value!r}.")
+        return float(value)
+    stored = (read_settings(model_file) or {}).get("min_pvs_mm3")
+    if stored is None:
+        return 0.0
+    if not is_volume(stored):
+        raise BundleError(
+            f"{settings_file(model_file)} must store min_pvs_mm3 as a number >= 0, not {stored!r}: retrain, or "
+            "pass --min_pvs_mm3 0"
+        )
+    logger.info("Smallest PVS kept %g mm³ (min_pvs_mm3 auto: chosen on validation).", stored)
+    return float(stored)
+
+
 def resolve_tta(value: str, model_file: str | Path) -> str:
     """The test-time augmentation of evaluation and inference: ``value`` itself, or for ``"auto"`` the model's.
 

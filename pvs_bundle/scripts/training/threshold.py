@@ -10,11 +10,16 @@ not a mean of a few case Dice) and keeps 0.5 unless the validation references ho
 PVS (connected components). A lean to 0.5 (of the thresholds within ``tolerance`` of the best pooled Dice, the one
 nearest 0.5) is available but off: measured on the demo recipe (0.9.0), a tolerance of 0.005 chose 0.5 where the
 pooled best was 0.35, and cost held-out Dice 0.005 (T2w, 0.8 mm) and 0.029 (1.0 mm).
+
+At the chosen threshold the same validation also chooses the smallest PVS kept, in mm³
+(:mod:`scripts.training.size_rule`), stored beside the threshold as ``min_pvs_mm3``: each case's probabilities above
+the lowest threshold are kept (sparse) until the threshold is known.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +28,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from scripts.masks import label_components
+from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +90,9 @@ class ThresholdSweep:
         thresholds: the grid of thresholds to try.
         logits_key: output key of the logits.
         label_key: output key of the reference.
-        min_reference_pvs: validation PVS below which 0.5 is kept (:data:`MIN_REFERENCE_PVS`).
+        min_reference_pvs: validation PVS below which 0.5 is kept (:data:`MIN_REFERENCE_PVS`), and no PVS removed.
         tolerance: the pooled-Dice margin of the lean to 0.5 (:data:`TOLERANCE`).
+        size_cuts: the smallest-PVS cuts tried, mm³ (:data:`~scripts.training.size_rule.SIZE_CUTS_MM3`).
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class ThresholdSweep:
         label_key: str = "label",
         min_reference_pvs: int = MIN_REFERENCE_PVS,
         tolerance: float = TOLERANCE,
+        size_cuts: Sequence[float] = SIZE_CUTS_MM3,
     ) -> None:
         values = [float(t) for t in thresholds]
         if not values or not all(0.0 < t < 1.0 for t in values):
@@ -107,6 +115,8 @@ class ThresholdSweep:
         # per threshold: summed case Dice, overlap voxels, predicted voxels; then reference voxels, PVS, cases
         self._sums = np.zeros((3, len(values)))
         self._totals = np.zeros(3)
+        self.size_cuts = [float(c) for c in size_cuts]
+        self._cases: list[tuple[tuple[int, ...], tuple[float, ...], np.ndarray, np.ndarray, np.ndarray]] = []
         self.result: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -118,6 +128,7 @@ class ThresholdSweep:
     def _reset(self, engine: Engine) -> None:
         self._sums[:] = 0.0
         self._totals[:] = 0.0
+        self._cases = []
 
     def case_counts(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, int]:
         """One case at every threshold: rows Dice, overlap voxels, predicted voxels; and its reference voxels."""
@@ -144,6 +155,26 @@ class ThresholdSweep:
             self._sums += counts
             label = torch.as_tensor(item[self.label_key]).detach().cpu().numpy()
             self._totals += (ref_sum, label_components(label.reshape(label.shape[-3:]))[1], 1)
+            self._keep_case(item[self.logits_key], label)
+
+    def _keep_case(self, logits: torch.Tensor, label: np.ndarray) -> None:
+        """Keep the probabilities above the lowest threshold and the reference voxels, sparse, with the spacing."""
+        prob = torch.sigmoid(torch.as_tensor(logits).detach().float()).cpu().numpy().reshape(label.shape[-3:])
+        affine = getattr(logits, "affine", None)
+        matrix = None if affine is None else np.asarray(affine, dtype=np.float64).reshape(-1, 4, 4)[0]
+        spacing = (1.0, 1.0, 1.0) if matrix is None else tuple(np.linalg.norm(matrix[:3, :3], axis=0).tolist())
+        above = np.flatnonzero(prob >= min(self.thresholds))
+        ref = np.flatnonzero(label.reshape(-1) > 0.5)
+        self._cases.append((prob.shape, spacing, above, prob.reshape(-1)[above].astype(np.float32), ref))
+
+    def _size_counts(self, threshold: float) -> np.ndarray:
+        """VALDO's TP, FP, FN of this rank's cases at ``threshold`` after each size cut, summed."""
+        counts = np.zeros((len(self.size_cuts), 3))
+        for shape, spacing, above, prob, ref in self._cases:
+            pred, truth = np.zeros(math.prod(shape), dtype=bool), np.zeros(math.prod(shape), dtype=bool)
+            pred[above[prob >= threshold]], truth[ref] = True, True
+            counts += detection_by_cut(pred.reshape(shape), truth.reshape(shape), spacing, self.size_cuts)
+        return counts
 
     def _choose(self, engine: Engine) -> None:
         sums = torch.tensor(np.concatenate([self._sums.ravel(), self._totals]), dtype=torch.float64)
@@ -172,6 +203,12 @@ class ThresholdSweep:
             "validation_cases": int(cases),
             "validation_pvs": int(pvs),
         }
+        size = torch.tensor(self._size_counts(threshold), dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(size)
+        self.result["size_selection"] = choose_min_size(
+            self.size_cuts, size.numpy().astype(np.int64), int(pvs), self.min_reference_pvs
+        )
         engine.state.metrics["val_dice_tuned"] = float(mean_dice[chosen])
         engine.state.metrics["val_threshold"] = threshold
 
@@ -183,4 +220,11 @@ class ThresholdSweep:
         """What goes into ``model.json`` for the model saved after this validation (None before any)."""
         if self.result is None:
             return None
-        return {"threshold": self.result["threshold"], "threshold_selection": {**self.result, "epoch": epoch}}
+        selection = {k: v for k, v in self.result.items() if k != "size_selection"}
+        size = self.result["size_selection"]
+        return {
+            "threshold": self.result["threshold"],
+            "threshold_selection": {**selection, "epoch": epoch},
+            "min_pvs_mm3": size["min_pvs_mm3"],
+            "size_selection": {**size, "threshold": self.result["threshold"], "epoch": epoch},
+        }
