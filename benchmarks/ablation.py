@@ -37,10 +37,13 @@ from cpu_recipe import BUDGET_LINE, recipe_overrides, run_bundle, write_datalist
 
 from scripts.agreement import cohort_agreement
 from scripts.cpu import available_cores
-from scripts.data.demo import PVSSettings, generate_dataset
+from scripts.data.demo import MARKER_NAME, PVSSettings, generate_dataset
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.summary import summarize
-from scripts.inference.inference_inputs import MASK_SUFFIX, output_stem
+from scripts.inference.inference_inputs import MASK_SUFFIX, PROBSEG_SUFFIX, output_stem
+from scripts.masks import label_components
+from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
+from scripts.training.threshold import MIN_REFERENCE_PVS
 
 TRAINING: dict[str, list[str]] = {
     "base": [],
@@ -51,12 +54,14 @@ TRAINING: dict[str, list[str]] = {
 }
 """Training variants: overrides of train.json (weights beside dice 0.5 + bce 0.5)."""
 POSTPROCESSING: dict[str, list[str]] = {
-    "stored": [],
-    "hysteresis": ["grow_threshold={half}"],
-    "min_2mm3": ["min_pvs_voxels=4"],
+    "stored": ["min_pvs_mm3=0"],
+    "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],
+    "min_2mm3": ["min_pvs_voxels=4", "min_pvs_mm3=0"],
+    "size_auto": ["min_pvs_mm3={validation}"],
 }
-"""Post-processing variants: overrides of inference.json. ``{half}`` is half the model's stored threshold (hysteresis
-seeds at the threshold and grows down to half of it); ``min_pvs_voxels=4`` is 2 mm³ at 0.8 mm."""
+"""Post-processing variants: overrides of inference.json; ``stored`` is the stored threshold alone. ``{half}`` is half
+the model's stored threshold (hysteresis seeds at the threshold and grows down to half of it); ``min_pvs_voxels=4`` is
+2 mm³ at 0.8 mm; ``{validation}`` the smallest PVS kept as validation chooses it (:func:`validation_cut`)."""
 METRICS = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation")
 
 
@@ -120,13 +125,38 @@ def train(args: argparse.Namespace, seed: int, variant: str, data: Path, datalis
     }
 
 
-def infer(variant: str, data: Path, test: list[dict], work: Path) -> dict[str, Path]:
+def validation_cut(data: Path, validation: list[dict], work: Path) -> float:
+    """The smallest PVS kept (mm³) that the model's validation chose; for a model whose ``model.json`` lacks it
+    (trained before 0.11.0), chosen the same way from the validation cases' probabilities written by inference."""
+    model = json.loads((work / "models" / "model.json").read_text())
+    if "min_pvs_mm3" in model:
+        return float(model["min_pvs_mm3"])
+    out = work / "validation_probabilities"
+    shutil.rmtree(out, ignore_errors=True)
+    images = json.dumps([str(data / case["image"]) for case in validation])
+    command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
+    command += ["--ckpt_dir", str(work / "models"), "--input_files", images, "--output_dir", str(out)]
+    run_bundle([*command, "--save_probabilities", "true", "--min_pvs_mm3", "0"], work / "inference_validation.log")
+    counts, reference_pvs = np.zeros((len(SIZE_CUTS_MM3), 3), dtype=np.int64), 0
+    for case in validation:
+        prob = nib.load(out / (output_stem(Path(case["image"])) + PROBSEG_SUFFIX))
+        ref = np.asanyarray(nib.load(data / case["label"]).dataobj) > 0
+        pred = np.asanyarray(prob.dataobj) >= model["threshold"]
+        counts += detection_by_cut(pred, ref, prob.header.get_zooms()[:3])
+        reference_pvs += label_components(ref)[1]
+    return choose_min_size(SIZE_CUTS_MM3, counts, reference_pvs, MIN_REFERENCE_PVS)["min_pvs_mm3"]
+
+
+def infer(variant: str, data: Path, test: list[dict], work: Path, validation: list[dict]) -> dict[str, Path]:
     """Segment the test images with the variant's post-processing; return the mask of each case."""
     out = work / f"test_{variant}"
     shutil.rmtree(out, ignore_errors=True)
     images = json.dumps([str(data / case["image"]) for case in test])
     half = json.loads((work / "models" / "model.json").read_text())["threshold"] / 2
     overrides = [item.replace("{half}", f"{half:g}") for item in POSTPROCESSING[variant]]
+    if any("{validation}" in item for item in overrides):
+        cut = validation_cut(data, validation, work)
+        overrides = [item.replace("{validation}", f"{cut:g}") for item in overrides]
     command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
     command += ["--ckpt_dir", str(work / "models"), "--input_files", images, "--output_dir", str(out)]
     run_bundle([*command, *recipe_overrides(overrides)], work / f"inference_{variant}.log")
@@ -167,21 +197,24 @@ def main() -> None:
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": available_cores()}
     for seed in args.seeds:
         data = args.out / f"data_{seed}"
-        generate_dataset(data, args.n_subjects, args.shape, seed, overwrite=True, pvs=pvs)
+        wanted = {"seed": seed, "shape": args.shape, "n_subjects": args.n_subjects, "pvs": results["settings"]["pvs"]}
+        marker = json.loads((data / MARKER_NAME).read_text()) if (data / MARKER_NAME).is_file() else {}
+        if {k: marker.get(k) for k in wanted} != wanted:
+            generate_dataset(data, args.n_subjects, args.shape, seed, overwrite=True, pvs=pvs)
         datalist_file = args.out / f"datalist_{seed}.json"
         datalist = write_datalist(data, datalist_file, seed)
+        test = datalist["test"]
         for variant in args.train:
-            key = f"{variant}@{seed}"
-            done = results["runs"].get(key, {})
-            if done.get("budget") == args.cpu_minutes and set(args.post) <= set(done.get("post", {})):
-                continue
-            print(f"seed {seed}, {variant}: training for {args.cpu_minutes:g} CPU minutes …", flush=True)
-            work = args.out / f"{variant}_{seed}"
-            run = train(args, seed, variant, data, datalist_file, work)
-            test = datalist["test"]
-            run["post"] = {post: score(infer(post, data, test, work), data, test) for post in args.post}
-            results["runs"][key] = {**run, "budget": args.cpu_minutes}
-            report_file.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+            key, work = f"{variant}@{seed}", args.out / f"{variant}_{seed}"
+            run = results["runs"].get(key)
+            if run is None or run.get("budget") != args.cpu_minutes or not (work / "models" / "model.pt").is_file():
+                print(f"seed {seed}, {variant}: training for {args.cpu_minutes:g} CPU minutes …", flush=True)
+                run = {**train(args, seed, variant, data, datalist_file, work), "budget": args.cpu_minutes, "post": {}}
+                results["runs"][key] = run
+            for post in args.post:
+                if post not in run["post"]:
+                    run["post"][post] = score(infer(post, data, test, work, datalist["validation"]), data, test)
+                    report_file.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
     print_table(results)
     print(f"Wrote {report_file}")
 
