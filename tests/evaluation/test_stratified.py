@@ -102,3 +102,20 @@ def test_the_summary_holds_the_pooled_table(tmp_path):
     assert by_size["edges_mm3"] == [2.0, 5.0, 10.0, 50.0]
     assert by_size["10to50mm3"]["reference_pvs"] == 3 and by_size["10to50mm3"]["recall"] == 1.0
     assert by_size["2to5mm3"]["found"] == 0
+
+
+def test_the_agreement_figure_shows_detection_by_size_and_the_extra_components():
+    from scripts.reports.agreement_plot import agreement_figure
+
+    pred, ref = hand_built()
+    rows = [case_metrics(pred, ref, SPACING) for _ in range(3)]
+    by_size = pooled_by_size(rows)
+    figure = agreement_figure(rows, "test", by_size)
+    assert len(figure.axes) == 6 and len(agreement_figure(rows, "test").axes) == 4
+    size_panel, extras_panel = figure.axes[4], figure.axes[5]
+    bins = [name for name in by_size if name != "edges_mm3"]
+    heights = [bar.get_height() for bar in size_panel.patches]
+    expected_recall = [0.0 if math.isnan(by_size[b]["recall"]) else by_size[b]["recall"] for b in bins]
+    assert heights[: len(bins)] == pytest.approx(expected_recall)  # recall bars first, then precision
+    extras = [bar.get_height() for bar in extras_panel.patches]
+    assert extras == [sum(r["det_fragments"] for r in rows), sum(r["det_specks"] for r in rows)]

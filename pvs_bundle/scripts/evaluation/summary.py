@@ -156,14 +156,14 @@ def write_results(
         raise ValueError(f"files must name {RESULT_FILES}, not {dict(files)} (lacks {missing}).")
     output = Path(output_dir)
     write_case_table(rows, output / files["per_case_csv"], output / files["per_case_json"])
-    summary = summarize(rows)
+    summary, by_size = summarize(rows), pooled_by_size(rows)
     write_summary(
         summary,
         output / files["summary"],
         extra=extra,
         agreement=cohort_agreement(rows),
-        by_size=pooled_by_size(rows),
+        by_size=by_size,
         by_region=by_region,
     )
-    save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title)
+    save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title, by_size=by_size)
     return summary
