@@ -163,19 +163,38 @@ def infer(variant: str, data: Path, test: list[dict], work: Path, validation: li
     return {case["id"]: out / (output_stem(Path(case["image"])) + MASK_SUFFIX) for case in test}
 
 
+SHOWN = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation", "count_icc")
+
+
+def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
+    """(training variant, post-processing) -> the mean of each shown metric over its seeds, and the seeds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for key, run in results["runs"].items():
+        for post, scores in run["post"].items():
+            groups.setdefault((key.rsplit("@", 1)[0], post), []).append(scores)
+    return {
+        group: {"seeds": len(runs), **{m: float(np.mean([r[m] for r in runs])) for m in SHOWN}}
+        for group, runs in groups.items()
+    }
+
+
 def print_table(results: dict[str, Any]) -> None:
     """One line per (training variant, post-processing, seed), then the mean over seeds."""
-    head = f"{'training':<19} {'post':<15} {'seed':>4} {'CPU min':>7} {'steps':>6}"  # CPU min: used in training
-    print(head + "  Dice  prec  rec  detF1 detP  detR  frag  countICC  fragments specks")
+    head = f"{'training':<19} {'post':<11} {'seed':>5} {'CPU min':>7} {'steps':>6}"  # CPU min: used in training
+    names = "  Dice  prec   rec detF1  detP  detR  frag   ICC"
+    print(head + names + "  fragments specks")
     for key, run in sorted(results["runs"].items()):
         variant, seed = key.rsplit("@", 1)
         for post, r in run["post"].items():
+            values = " ".join(f"{r[m]:.3f}" for m in SHOWN)
             print(
-                f"{variant:<19} {post:<15} {seed:>4} {run['cpu_minutes']:>7.2f} {run['steps'] or '':>6} "
-                f"{r['dice']:.3f} {r['precision']:.3f} {r['recall']:.3f} {r['det_f1']:.3f} {r['det_precision']:.3f} "
-                f"{r['det_recall']:.3f} {r['det_fragmentation']:.3f} {r['count_icc']:>8.3f}  "
+                f"{variant:<19} {post:<11} {seed:>5} {run['cpu_minutes']:>7.2f} {run['steps'] or '':>6} {values}  "
                 f"{r['det_fragments']:>9} {r['det_specks']:>6}"
             )
+    print(f"\n{'training':<19} {'post':<11} {'seeds':>5} {'':>14}" + names + "  (mean over seeds)")
+    for (variant, post), mean in sorted(mean_over_seeds(results).items()):
+        values = " ".join(f"{mean[m]:.3f}" for m in SHOWN)
+        print(f"{variant:<19} {post:<11} {mean['seeds']:>5} {'':>14} {values}")
 
 
 def main() -> None:
