@@ -33,7 +33,7 @@ from scripts.io import atomic_write, atomic_write_json
 logger = logging.getLogger("pvs_bundle.caching")
 
 # Bump when scripts.data.transforms.preprocessing or the cached training transforms change what they produce.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2 (0.11.0): label skeletons cut to the label; PVS crop centres by voxel or by component
 
 
 def _is_random(transform: Callable) -> bool:
