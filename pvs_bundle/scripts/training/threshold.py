@@ -132,7 +132,9 @@ class ThresholdSweep:
 
     def case_counts(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, int]:
         """One case at every threshold: rows Dice, overlap voxels, predicted voxels; and its reference voxels."""
-        prob = torch.sigmoid(torch.as_tensor(logits).float()).reshape(-1)
+        return self._counts(torch.sigmoid(torch.as_tensor(logits).float()).reshape(-1), label)
+
+    def _counts(self, prob: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, int]:
         ref = torch.as_tensor(label).reshape(-1) > 0.5
         ref_sum = int(ref.sum())
         ref_prob = prob[ref]
@@ -151,18 +153,23 @@ class ThresholdSweep:
     def _score(self, engine: Engine) -> None:
         output = engine.state.output
         for item in output if isinstance(output, list | tuple) else [output]:
-            counts, ref_sum = self.case_counts(item[self.logits_key], item[self.label_key])
+            logits = item[self.logits_key]
+            prob = torch.sigmoid(torch.as_tensor(logits).detach().float()).reshape(-1)
+            counts, ref_sum = self._counts(prob, item[self.label_key])
             self._sums += counts
             label = torch.as_tensor(item[self.label_key]).detach().cpu().numpy()
             self._totals += (ref_sum, label_components(label.reshape(label.shape[-3:]))[1], 1)
-            self._keep_case(item[self.logits_key], label)
+            self._keep_case(prob.cpu().numpy().reshape(label.shape[-3:]), getattr(logits, "affine", None), label)
 
-    def _keep_case(self, logits: torch.Tensor, label: np.ndarray) -> None:
-        """Keep the probabilities above the lowest threshold and the reference voxels, sparse, with the spacing."""
-        prob = torch.sigmoid(torch.as_tensor(logits).detach().float()).cpu().numpy().reshape(label.shape[-3:])
-        affine = getattr(logits, "affine", None)
-        matrix = None if affine is None else np.asarray(affine, dtype=np.float64).reshape(-1, 4, 4)[0]
-        spacing = (1.0, 1.0, 1.0) if matrix is None else tuple(np.linalg.norm(matrix[:3, :3], axis=0).tolist())
+    def _keep_case(self, prob: np.ndarray, affine: Any, label: np.ndarray) -> None:
+        """Keep the probabilities above the lowest threshold and the reference voxels, sparse, with the voxel size.
+
+        The voxel size comes from the logits' affine (1 mm without one).
+        """
+        spacing = (1.0, 1.0, 1.0)
+        if affine is not None:
+            matrix = torch.as_tensor(affine).detach().cpu().double().numpy().reshape(-1, 4, 4)[0]
+            spacing = tuple(np.linalg.norm(matrix[:3, :3], axis=0).tolist())
         above = np.flatnonzero(prob >= min(self.thresholds))
         ref = np.flatnonzero(label.reshape(-1) > 0.5)
         self._cases.append((prob.shape, spacing, above, prob.reshape(-1)[above].astype(np.float32), ref))
