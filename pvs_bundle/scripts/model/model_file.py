@@ -186,7 +186,7 @@ def resolve_min_pvs_mm3(value: str | float, model_file: str | Path) -> float:
     """The smallest PVS kept (mm³): ``value`` itself, or for ``"auto"`` the one stored with the model.
 
     ``"auto"`` takes ``"min_pvs_mm3"`` of ``model.json`` beside ``model_file`` (chosen on the validation split by
-    training, :mod:`scripts.training.size_rule`), else 0 (keep every PVS). Logs which value is used and from where.
+    training, :mod:`scripts.training.size_rule`), else 0 (keep every PVS). A stored value is logged with its source.
 
     Args:
         value: ``"auto"`` or a number >= 0.
