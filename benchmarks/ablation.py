@@ -58,10 +58,12 @@ POSTPROCESSING: dict[str, list[str]] = {
     "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],
     "min_2mm3": ["min_pvs_voxels=4", "min_pvs_mm3=0"],
     "size_auto": ["min_pvs_mm3={validation}"],
+    "threshold_0.5": ["threshold=0.5", "min_pvs_mm3=0"],
 }
 """Post-processing variants: overrides of inference.json; ``stored`` is the stored threshold alone. ``{half}`` is half
 the model's stored threshold (hysteresis seeds at the threshold and grows down to half of it); ``min_pvs_voxels=4`` is
-2 mm³ at 0.8 mm; ``{validation}`` the smallest PVS kept as validation chooses it (:func:`validation_cut`)."""
+2 mm³ at 0.8 mm; ``{validation}`` the smallest PVS kept as validation chooses it (:func:`validation_cut`);
+``threshold_0.5`` ignores the stored threshold."""
 METRICS = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation")
 
 
