@@ -16,11 +16,11 @@ BOTH = ("image", "label")
 PATCH = [
     ("CastToTyped", None, {"keys": ("label",), "dtype": [torch.uint8]}),
     ("SpatialPadd", None, {"keys": BOTH, "spatial_size": (96, 96, 96)}),
-    # ClassesToIndicesd until 0.10.0; its subclass lists the same centres by voxel (tests/training/test_crop_centres.py)
+    # ClassesToIndicesd until 0.10.0 (its subclass with "voxel" lists the same centres); by component since 0.11.0
     (
         "PVSCropCentresd",
         None,
-        {"keys": ("label",), "max_samples_per_class": 100000, "image_key": "image", "pvs_sampling": "voxel"},
+        {"keys": ("label",), "max_samples_per_class": 100000, "image_key": "image", "pvs_sampling": "component"},
     ),
     (
         "RandCropByLabelClassesd",
@@ -99,9 +99,9 @@ def test_train_json_builds_the_same_transforms_as_before(augment):
     assert [summary(t) for t in config_transforms(augment)] == expected(augment)
 
 
-def test_component_sampling_is_one_setting_of_train_json():
-    centres = config_transforms(True, **{"augmentation#pvs_sampling": "component"})[2]
-    assert type(centres).__name__ == "PVSCropCentresd" and centres.pvs_sampling == "component"
+def test_voxel_sampling_is_one_setting_of_train_json():
+    centres = config_transforms(True, **{"augmentation#pvs_sampling": "voxel"})[2]
+    assert type(centres).__name__ == "PVSCropCentresd" and centres.pvs_sampling == "voxel"
     with pytest.raises(RuntimeError) as refused:  # monai.bundle wraps the error of the function it instantiates
         config_transforms(True, **{"augmentation#pvs_sampling": "by_size"})
     assert "augmentation#pvs_sampling must be one of ['voxel', 'component']" in str(refused.value.__cause__)

@@ -1,11 +1,12 @@
 """Where training patches are centred: PVS voxels drawn by voxel, or by component so that small PVS are seen often.
 
 :class:`PVSCropCentresd` lists the candidate centres that ``RandCropByLabelClassesd`` draws from (deterministic, so
-the training cache keeps them). With ``pvs_sampling`` ``"voxel"`` (the default) the PVS list is every PVS voxel, as
-``ClassesToIndicesd`` gives it: a PVS is drawn in proportion to its volume, so a 2-voxel PVS beside a 300-voxel one
-is centred once in 150 draws. With ``"component"`` each 26-connected PVS (the components VALDO counts,
-:func:`scripts.masks.label_components`) gets the same number of entries, spread evenly over its voxels: every PVS,
-small or large, is centred equally often (issue 23, item 2). The background list is the same in both.
+the training cache keeps them). With ``pvs_sampling`` ``"voxel"`` (the rule until 0.10.0) the PVS list is every PVS
+voxel, as ``ClassesToIndicesd`` gives it: a PVS is drawn in proportion to its volume, so a 2-voxel PVS beside a
+300-voxel one is centred once in 150 draws. With ``"component"`` (train.json's default since 0.11.0) each
+26-connected PVS (the components VALDO counts, :func:`scripts.masks.label_components`) gets the same number of
+entries, spread evenly over its voxels: every PVS, small or large, is centred equally often (issue 23, item 2;
+chosen by ``benchmarks/ablation.py``, ``docs/performance.md``). The background list is the same in both.
 """
 
 from __future__ import annotations
