@@ -45,14 +45,18 @@ from scripts.masks import label_components
 from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
 from scripts.training.threshold import MIN_REFERENCE_PVS
 
+BASE = ["augmentation#pvs_sampling=voxel", "threshold_tolerance=0"]
+"""0.10.0's recipe, which each ablated choice changes alone: patches centred by voxel, the best validation threshold."""
 TRAINING: dict[str, list[str]] = {
-    "base": [],
-    "skeleton_recall": ["loss_weights#skeleton_recall=0.5"],
-    "cldice": ["loss_weights#cldice=0.5"],
-    "blob": ["loss_weights#blob=0.5"],
-    "component_sampling": ["augmentation#pvs_sampling=component"],
+    "base": BASE,
+    "skeleton_recall": [*BASE, "loss_weights#skeleton_recall=0.5"],
+    "cldice": [*BASE, "loss_weights#cldice=0.5"],
+    "blob": [*BASE, "loss_weights#blob=0.5"],
+    "component_sampling": ["augmentation#pvs_sampling=component", "threshold_tolerance=0"],
+    "default": [],
 }
-"""Training variants: overrides of train.json (weights beside dice 0.5 + bce 0.5)."""
+"""Training variants: overrides of train.json. Each loss weight is beside dice 0.5 + bce 0.5 on :data:`BASE`;
+``default`` is train.json as it ships (0.11.0: component sampling, a threshold that leans to 0.5)."""
 POSTPROCESSING: dict[str, list[str]] = {
     "stored": ["min_pvs_mm3=0"],
     "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],
