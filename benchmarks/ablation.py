@@ -108,7 +108,26 @@ def score(masks: dict[str, Path], dataset_dir: Path, test: list[dict]) -> dict[s
         "count_icc": counts["icc_a1"],
         "count_pearson": counts["pearson_r"],
         **sums,
+        **with_pvs(rows),
         "cases": rows,
+    }
+
+
+def with_pvs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of the test cases whose reference has PVS, and what was predicted in those without.
+
+    The bundle scores a case without PVS Dice 1.0 when nothing is predicted there and 0.0 when one speck is, so a mean
+    over all cases moves by whole units with the PVS-free cases; and two 0-against-0 counts widen the range an ICC
+    is judged against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out; ``pvs_free_cases`` and
+    ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held.
+    """
+    kept = [row for row in rows if row["ref_count"] > 0]
+    free = [row for row in rows if row["ref_count"] == 0]
+    return {
+        "dice_with_pvs": float(np.mean([row["dice"] for row in kept])) if kept else float("nan"),
+        "count_icc_with_pvs": cohort_agreement(kept)["count"]["icc_a1"],
+        "pvs_free_cases": len(free),
+        "pvs_in_pvs_free": int(sum(row["pred_count"] for row in free)),
     }
 
 
@@ -169,7 +188,18 @@ def infer(variant: str, data: Path, test: list[dict], work: Path, validation: li
     return {case["id"]: out / (output_stem(Path(case["image"])) + MASK_SUFFIX) for case in test}
 
 
-SHOWN = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation", "count_icc")
+SHOWN = (
+    "dice",
+    "dice_with_pvs",
+    "precision",
+    "recall",
+    "det_f1",
+    "det_precision",
+    "det_recall",
+    "det_fragmentation",
+    "count_icc",
+    "count_icc_with_pvs",
+)
 
 
 def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
@@ -187,15 +217,15 @@ def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, 
 def print_table(results: dict[str, Any]) -> None:
     """One line per (training variant, post-processing, seed), then the mean over seeds."""
     head = f"{'training':<19} {'post':<11} {'seed':>5} {'CPU min':>7} {'steps':>6}"  # CPU min: used in training
-    names = "  Dice  prec   rec detF1  detP  detR  frag   ICC"
-    print(head + names + "  fragments specks")
+    names = "  Dice DiceP  prec   rec detF1  detP  detR  frag   ICC  ICCP"  # P: the cases with PVS (with_pvs)
+    print(head + names + "  fragments specks  PVS-free: cases predicted-PVS")
     for key, run in sorted(results["runs"].items()):
         variant, seed = key.rsplit("@", 1)
         for post, r in run["post"].items():
             values = " ".join(f"{r[m]:.3f}" for m in SHOWN)
             print(
                 f"{variant:<19} {post:<11} {seed:>5} {run['cpu_minutes']:>7.2f} {run['steps'] or '':>6} {values}  "
-                f"{r['det_fragments']:>9} {r['det_specks']:>6}"
+                f"{r['det_fragments']:>9} {r['det_specks']:>6}  {r['pvs_free_cases']:>15} {r['pvs_in_pvs_free']:>13}"
             )
     print(f"\n{'training':<19} {'post':<11} {'seeds':>5} {'':>14}" + names + "  (mean over seeds)")
     for (variant, post), mean in sorted(mean_over_seeds(results).items()):
@@ -209,6 +239,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report_file = args.out / "ablation.json"
     results = json.loads(report_file.read_text()) if report_file.is_file() else {"runs": {}}
+    for run in results["runs"].values():  # figures added since an earlier run wrote the file, from its cases
+        for scores in run["post"].values():
+            scores.update(with_pvs(scores["cases"]))
     pvs = PVSSettings(args.pvs_diameter_mm, tuple(args.pvs_count))
     results["settings"] = {
         "cpu_minutes": args.cpu_minutes,

@@ -59,3 +59,29 @@ def test_scores_count_fragments_and_count_agreement(tmp_path: Path):
     assert scores["det_fragments"] == 1 and scores["det_specks"] == 0
     assert scores["dice"] == pytest.approx((1 + 2 * 35 / 71 + 1) / 3)
     assert 0.5 < scores["count_icc"] < 1.0
+
+
+def test_cases_without_pvs_are_reported_apart(tmp_path: Path):
+    """A PVS-free case with one predicted speck scores Dice 0 and drags the mean over cases; ``dice_with_pvs`` is the
+    mean over the cases with PVS alone, and the speck is counted in ``pvs_in_pvs_free``."""
+    affine = np.diag([0.8, 0.8, 0.8, 1.0])
+    test, masks = [], {}
+    for n, speck in ((2, False), (0, True), (0, False)):
+        ref = np.zeros((24, 24, 24), dtype=np.uint8)
+        for k in range(n):
+            ref[2:20, 4 + 6 * k, 4] = 1
+        pred = ref.copy()
+        if n == 2:
+            pred[2:10, 4, 4] = 0  # the first tube found in part: 10 of its 18 voxels
+        if speck:
+            pred[12, 12, 12] = 1
+        case = {"id": f"sub-{len(test)}", "label": f"sub-{len(test)}_ref.nii.gz"}
+        nib.save(nib.Nifti1Image(ref, affine), tmp_path / case["label"])
+        masks[case["id"]] = tmp_path / f"{case['id']}_pred.nii.gz"
+        nib.save(nib.Nifti1Image(pred, affine), masks[case["id"]])
+        test.append(case)
+    scores = ablation.score(masks, tmp_path, test)
+    first = 2 * (10 + 18) / (10 + 18 + 36)  # predicted 28 voxels, all inside the 36 of the reference
+    assert scores["dice_with_pvs"] == pytest.approx(first)
+    assert scores["dice"] == pytest.approx((first + 0.0 + 1.0) / 3)
+    assert scores["pvs_free_cases"] == 2 and scores["pvs_in_pvs_free"] == 1
