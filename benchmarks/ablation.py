@@ -116,9 +116,9 @@ def score(masks: dict[str, Path], dataset_dir: Path, test: list[dict]) -> dict[s
 def with_pvs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of the test cases whose reference has PVS, and what was predicted in those without.
 
-    The bundle scores a case without PVS Dice 1.0 when nothing is predicted there and 0.0 when one speck is, so a mean
-    over all cases moves by whole units with the PVS-free cases; and two 0-against-0 counts widen the range an ICC
-    is judged against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out; ``pvs_free_cases`` and
+    The bundle scores a case without PVS Dice 1.0 when nothing is predicted there and 0.0 when one speck is, so each
+    PVS-free case moves a mean over n cases by up to 1/n; and 0-against-0 counts widen the range an ICC is judged
+    against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out; ``pvs_free_cases`` and
     ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held.
     """
     kept = [row for row in rows if row["ref_count"] > 0]
