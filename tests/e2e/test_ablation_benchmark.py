@@ -37,23 +37,33 @@ def test_held_out_defaults_are_not_the_demo_generators():
     assert len(args.seeds) == 2
 
 
+def tubes(n: int) -> np.ndarray:
+    """A 24³ reference with ``n`` straight tubes of 18 voxels, 6 voxels apart."""
+    ref = np.zeros((24, 24, 24), dtype=np.uint8)
+    for k in range(n):
+        ref[2:20, 4 + 6 * k, 4] = 1
+    return ref
+
+
+def write_cases(folder: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[dict], dict[str, Path]]:
+    """Save each (reference, prediction) pair as NIfTI at 0.8 mm; return the test cases and their masks by id."""
+    affine = np.diag([0.8, 0.8, 0.8, 1.0])
+    test, masks = [], {}
+    for i, (ref, pred) in enumerate(pairs):
+        case = {"id": f"sub-{i}", "label": f"sub-{i}_ref.nii.gz"}
+        nib.save(nib.Nifti1Image(ref, affine), folder / case["label"])
+        masks[case["id"]] = folder / f"sub-{i}_pred.nii.gz"
+        nib.save(nib.Nifti1Image(pred, affine), masks[case["id"]])
+        test.append(case)
+    return test, masks
+
+
 def test_scores_count_fragments_and_count_agreement(tmp_path: Path):
     """Three cases with 1, 2 and 3 tubes; the second prediction breaks one tube in two: one fragment, counts 1/3/3
     against 1/2/3, Dice below 1 only there."""
-    affine = np.diag([0.8, 0.8, 0.8, 1.0])
-    test, masks = [], {}
-    for n in (1, 2, 3):
-        ref = np.zeros((24, 24, 24), dtype=np.uint8)
-        for k in range(n):
-            ref[2:20, 4 + 6 * k, 4] = 1
-        pred = ref.copy()
-        if n == 2:
-            pred[10, 4, 4] = 0  # a gap of one voxel: two pieces of one PVS
-        case = {"id": f"sub-{n}", "label": f"sub-{n}_ref.nii.gz"}
-        nib.save(nib.Nifti1Image(ref, affine), tmp_path / case["label"])
-        masks[case["id"]] = tmp_path / f"sub-{n}_pred.nii.gz"
-        nib.save(nib.Nifti1Image(pred, affine), masks[case["id"]])
-        test.append(case)
+    pairs = [(tubes(n), tubes(n)) for n in (1, 2, 3)]
+    pairs[1][1][10, 4, 4] = 0  # a gap of one voxel: two pieces of one PVS
+    test, masks = write_cases(tmp_path, pairs)
     scores = ablation.score(masks, tmp_path, test)
     assert scores["ref_count"] == 6 and scores["pred_count"] == 7
     assert scores["det_fragments"] == 1 and scores["det_specks"] == 0
@@ -64,22 +74,10 @@ def test_scores_count_fragments_and_count_agreement(tmp_path: Path):
 def test_cases_without_pvs_are_reported_apart(tmp_path: Path):
     """A PVS-free case with one predicted speck scores Dice 0 and drags the mean over cases; ``dice_with_pvs`` is the
     mean over the cases with PVS alone, and the speck is counted in ``pvs_in_pvs_free``."""
-    affine = np.diag([0.8, 0.8, 0.8, 1.0])
-    test, masks = [], {}
-    for n, speck in ((2, False), (0, True), (0, False)):
-        ref = np.zeros((24, 24, 24), dtype=np.uint8)
-        for k in range(n):
-            ref[2:20, 4 + 6 * k, 4] = 1
-        pred = ref.copy()
-        if n == 2:
-            pred[2:10, 4, 4] = 0  # the first tube found in part: 10 of its 18 voxels
-        if speck:
-            pred[12, 12, 12] = 1
-        case = {"id": f"sub-{len(test)}", "label": f"sub-{len(test)}_ref.nii.gz"}
-        nib.save(nib.Nifti1Image(ref, affine), tmp_path / case["label"])
-        masks[case["id"]] = tmp_path / f"{case['id']}_pred.nii.gz"
-        nib.save(nib.Nifti1Image(pred, affine), masks[case["id"]])
-        test.append(case)
+    pairs = [(tubes(n), tubes(n)) for n in (2, 0, 0)]
+    pairs[0][1][2:10, 4, 4] = 0  # the first tube found in part: 10 of its 18 voxels
+    pairs[1][1][12, 12, 12] = 1  # a speck in a PVS-free case
+    test, masks = write_cases(tmp_path, pairs)
     scores = ablation.score(masks, tmp_path, test)
     first = 2 * (10 + 18) / (10 + 18 + 36)  # predicted 28 voxels, all inside the 36 of the reference
     assert scores["dice_with_pvs"] == pytest.approx(first)
