@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import CONFIGS
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose, Orientationd
+from monai.transforms import Compose, Orientationd, Spacingd
 
 from scripts.inference.postprocessing import mask_transforms
 
@@ -71,3 +73,49 @@ def test_the_chain_thresholds_and_removes_small_components_on_the_inputs_grid():
 def test_a_bad_growth_threshold_is_refused():
     with pytest.raises(ValueError, match="grow_threshold must be above 0"):
         mask_transforms(Compose([]), threshold=0.5, grow_threshold=-0.1)
+
+
+def coarse_input_and_fine_logits(probabilities: dict[int, float]) -> tuple[Compose, dict]:
+    """An input of 1.2 mm voxels along x brought to a 0.5 mm model grid, and logits on it (-10 elsewhere).
+
+    Input voxel 1 lies at x = 1.2 mm, between model voxels 2 (1.0 mm, weight 0.6) and 3 (1.5 mm, weight 0.4).
+    """
+    preprocessing = Compose([Spacingd(keys="image", pixdim=(0.5, 1.0, 1.0), mode="bilinear")])
+    image = MetaTensor(
+        torch.zeros(1, 8, 3, 3), affine=torch.diag(torch.tensor([1.2, 1.0, 1.0, 1.0], dtype=torch.float64))
+    )
+    image = preprocessing({"image": image})["image"]
+    assert float(image.affine[0, 0]) == 0.5 and float(image.affine[0, 3]) == 0.0  # model voxel k lies at k * 0.5 mm
+    logits = torch.full(image.shape, -10.0)
+    for x, p in probabilities.items():
+        logits[0, x] = math.log(p / (1 - p))
+    return preprocessing, {"pred": MetaTensor(logits, affine=image.affine), "image": image}
+
+
+def test_thresholding_on_the_model_grid_keeps_the_input_voxels_whose_centre_is_inside_the_mask():
+    # model voxels 2 (p 0.95) and 3 (p 0.55) at threshold 0.8: the mask is voxel 2 alone, 1.0 mm wide around 1.0 mm;
+    # input voxel 1 (1.2 mm) is inside it: its interpolated mask is 0.6, so it is kept. Interpolated first, its
+    # probability is 0.6 * 0.95 + 0.4 * 0.55 = 0.79, below the threshold, and the PVS is lost.
+    preprocessing, item = coarse_input_and_fine_logits({2: 0.95, 3: 0.55})
+    on_model = Compose(mask_transforms(preprocessing, threshold=0.8, threshold_on="model", keep_probabilities=True))
+    on_input = Compose(mask_transforms(preprocessing, threshold=0.8, threshold_on="input"))
+    kept = on_model(dict(item))
+    assert kept["pred"].shape == (1, 8, 3, 3)
+    assert kept["pred"][0, :, 1, 1].tolist() == [0, 1, 0, 0, 0, 0, 0, 0] and int(kept["pred"].sum()) == 9
+    assert float(kept["prob"][0, 1, 1, 1]) == pytest.approx(0.79, abs=1e-3)  # probabilities back on the input grid
+    assert int(on_input(dict(item))["pred"].sum()) == 0
+
+
+def test_both_orders_agree_on_the_model_grid_and_an_unknown_order_is_refused():
+    preprocessing = Compose([Orientationd(keys="image", axcodes="RAS")])  # the input is on the model's grid
+    logits = torch.linspace(-4.0, 4.0, 10 * 20 * 30).reshape(1, 10, 20, 30)
+    image = preprocessing({"image": MetaTensor(torch.zeros(1, 10, 20, 30))})["image"]
+    masks = [
+        Compose(mask_transforms(preprocessing, threshold=0.7, threshold_on=on))(
+            {"pred": MetaTensor(logits), "image": image}
+        )
+        for on in ("input", "model")
+    ]
+    assert 0 < int(masks[0]["pred"].sum()) < logits.numel() and torch.equal(masks[0]["pred"], masks[1]["pred"])
+    with pytest.raises(ValueError, match="threshold_on must be one of"):
+        mask_transforms(preprocessing, threshold=0.5, threshold_on="label")
