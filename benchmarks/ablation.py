@@ -39,7 +39,7 @@ from scripts.agreement import cohort_agreement
 from scripts.cpu import available_cores
 from scripts.data.demo import MARKER_NAME, PVSSettings, generate_dataset
 from scripts.evaluation.case_metrics import case_metrics
-from scripts.evaluation.summary import summarize
+from scripts.evaluation.summary import by_reference, summarize
 from scripts.inference.inference_inputs import MASK_SUFFIX, PROBSEG_SUFFIX, output_stem
 from scripts.masks import label_components
 from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
@@ -118,16 +118,17 @@ def with_pvs(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     The bundle scores a case without PVS Dice 1.0 when nothing is predicted there and 0.0 when one speck is, so each
     PVS-free case moves a mean over n cases by up to 1/n; and 0-against-0 counts widen the range an ICC is judged
-    against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out; ``pvs_free_cases`` and
-    ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held.
+    against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out (the bundle's own split,
+    :func:`scripts.evaluation.summary.by_reference`, which its evaluation summary writes as ``with_pvs``);
+    ``pvs_free_cases`` and ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held.
     """
-    kept = [row for row in rows if row["ref_count"] > 0]
-    free = [row for row in rows if row["ref_count"] == 0]
+    split = by_reference(rows)
+    kept, free = split["with_pvs"], split["pvs_free"]
     return {
-        "dice_with_pvs": float(np.mean([row["dice"] for row in kept])) if kept else float("nan"),
-        "count_icc_with_pvs": cohort_agreement(kept)["count"]["icc_a1"],
-        "pvs_free_cases": len(free),
-        "pvs_in_pvs_free": int(sum(row["pred_count"] for row in free)),
+        "dice_with_pvs": kept["metrics"]["dice"]["mean"] if kept["n_cases"] else float("nan"),
+        "count_icc_with_pvs": kept["agreement"]["count"]["icc_a1"],
+        "pvs_free_cases": free["n_cases"],
+        "pvs_in_pvs_free": free["pred_count"],
     }
 
 

@@ -49,6 +49,7 @@ sys.path.insert(0, str(BUNDLE_ROOT))  # scripts/ as monai.bundle reaches it: fro
 from scripts.agreement import cohort_agreement  # noqa: E402
 from scripts.data.demo import DEMO_SHAPE, ensure_demo_dataset  # noqa: E402
 from scripts.data.demo.contrasts import CONTRASTS, check_voxel_size  # noqa: E402
+from scripts.evaluation.summary import by_reference  # noqa: E402
 
 DEFAULT_SEED = 9001
 DEMO_SEED = 0
@@ -254,6 +255,9 @@ def evaluate(
 def read_figures(output_dir: Path) -> dict[str, Any]:
     """Dice, detection F1 and the count ICC(A,1) of one evaluation's summary, with its per-case rows.
 
+    Dice is given over all cases and over those with reference PVS (with their voxel precision and recall: a case
+    without PVS scores Dice 1 or 0, :func:`scripts.evaluation.summary.by_reference`).
+
     The ICC is the evaluation's own cohort agreement; a summary without one (an older bundle) gets it computed
     from the per-case counts with :func:`scripts.agreement.cohort_agreement`.
     """
@@ -261,10 +265,15 @@ def read_figures(output_dir: Path) -> dict[str, Any]:
     rows = json.loads((output_dir / PER_CASE_FILE).read_text())
     agreement = summary.get("agreement") or cohort_agreement(rows)
     metrics = summary["metrics"]
+    kept = summary.get("with_pvs") or by_reference(rows)["with_pvs"]  # an older bundle's summary has no split
     return {
         "n_cases": summary.get("n_cases", len(rows)),
         "dice_mean": metrics["dice"]["mean"],
         "dice_sd": metrics["dice"]["std"],
+        "n_with_pvs": kept["n_cases"],
+        "dice_with_pvs": kept["metrics"]["dice"]["mean"] if kept["n_cases"] else math.nan,
+        "precision_with_pvs": kept["metrics"]["precision"]["mean"] if kept["n_cases"] else math.nan,
+        "recall_with_pvs": kept["metrics"]["recall"]["mean"] if kept["n_cases"] else math.nan,
         "det_f1_mean": metrics["det_f1"]["mean"],
         "det_f1_n": metrics["det_f1"]["n"],
         "count_icc_a1": agreement["count"]["icc_a1"],
@@ -311,22 +320,26 @@ def markdown(results: list[dict], settings: dict, host: dict) -> str:
         "others cover the same field of view, the anatomy pre-blurred for the larger voxel. Evaluation: "
         f"`monai.bundle run evaluating` (train.json + overlays + evaluate.json) on {device}; machine: {host['cpu']} "
         f"({host['cpu_cores']} cores; {host['cpu_bf16']}), torch {host['torch']}. Dice: mean ± sd over cases; "
+        "with PVS: Dice, voxel precision / recall over the cases whose reference has PVS (n); "
         "detection F1 (VALDO): mean over cases with PVS; ICC(A,1) of per-case PVS counts; seconds: wall time of "
         "the evaluation run."
         + (f" Overrides: {', '.join(settings['overrides'])}." if settings.get("overrides") else ""),
         "",
-        "| model | contrast | voxel (mm) | cases | Dice | det F1 | count ICC(A,1) | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | contrast | voxel (mm) | cases | Dice | with PVS: Dice (n) | precision / recall | det F1 | "
+        "count ICC(A,1) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         head = f"| {r['model']} | {r['contrast']} | {r['voxel_mm']} |"
         if "error" in r:
-            lines.append(f"{head} failed: {r['error']} (log {r['log']}) | | | | {r['seconds']:.0f} |")
+            lines.append(f"{head} failed: {r['error']} (log {r['log']}) | | | | | | {r['seconds']:.0f} |")
             continue
         dice = f"{number(r['dice_mean'])} ± {number(r['dice_sd'])}"
+        with_pvs = f"{number(r['dice_with_pvs'])} ({r['n_with_pvs']})"
+        voxels = f"{number(r['precision_with_pvs'], 2)} / {number(r['recall_with_pvs'], 2)}"
         lines.append(
-            f"{head} {r['n_cases']} | {dice} | {number(r['det_f1_mean'])} (n={r['det_f1_n']}) | "
-            f"{number(r['count_icc_a1'])} | {r['seconds']:.0f} |"
+            f"{head} {r['n_cases']} | {dice} | {with_pvs} | {voxels} | {number(r['det_f1_mean'])} "
+            f"(n={r['det_f1_n']}) | {number(r['count_icc_a1'])} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

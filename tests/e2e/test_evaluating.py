@@ -207,6 +207,13 @@ def test_evaluating_writes_metrics_tables_figure_and_predictions_of_the_test_spl
     assert summary["evaluator_metrics"]["test_dice"] == pytest.approx(summary["metrics"]["dice"]["mean"], abs=1e-4)
     assert not any(name.startswith("val_") for name in summary["evaluator_metrics"])
     assert summary["agreement"]["count"]["n"] == len(test_ids) and "ICC(A,1)" in summary["agreement"]["icc_form"]
+    with_pvs = [row for row in rows if row["ref_volume_mm3"] > 0]
+    assert summary["with_pvs"]["n_cases"] == len(with_pvs) == summary["with_pvs"]["agreement"]["count"]["n"]
+    assert summary["with_pvs"]["metrics"]["dice"]["mean"] == pytest.approx(
+        sum(row["dice"] for row in with_pvs) / len(with_pvs), abs=1e-4
+    )
+    assert summary["pvs_free"]["n_cases"] == len(rows) - len(with_pvs)
+    assert f"over the {len(with_pvs)} with reference PVS" in proc.stdout + proc.stderr
     for row in rows:
         assert isinstance(row["pred_count"], int) and isinstance(row["det_tp"], int)
         assert row["volume_diff_mm3"] == pytest.approx(row["pred_volume_mm3"] - row["ref_volume_mm3"], abs=0.2)

@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
 from scripts.data.datalist import load_or_create_datalist
 from scripts.data.demo import MARKER_NAME, empty_subjects
+from scripts.evaluation.case_metrics import case_metrics
+from scripts.evaluation.summary import write_results
 
 SPEC = importlib.util.spec_from_file_location("generalisation", REPO_ROOT / "benchmarks" / "generalisation.py")
 generalisation = sys.modules.setdefault("generalisation", importlib.util.module_from_spec(SPEC))
@@ -76,3 +79,21 @@ def test_a_held_out_set_lists_every_subject_as_a_test_case(model_dir: Path, tmp_
     # the bundle's evaluation reads it as it is (a saved datalist is never re-split)
     datalist = load_or_create_datalist(dataset_dir, datalist_file, must_exist=True)
     assert len(datalist["test"]) == 4 and all(Path(c["label"]).is_file() for c in datalist["test"])
+
+
+def test_the_table_gives_dice_over_the_cases_with_pvs_beside_all_cases(tmp_path: Path) -> None:
+    # the bundle's own summary of three cases: one PVS found whole, one half found, one PVS-free with a speck
+    ref, half, empty, speck = (np.zeros((8, 8, 8), bool) for _ in range(4))
+    ref[2, 2, 2:6] = half[2, 2, 2:4] = speck[6, 6, 6] = True
+    cases = [(ref, ref), (half, ref), (speck, empty)]
+    rows = [{"subject": f"sub-00{i}", **case_metrics(p, r, (1.0, 1.0, 1.0))} for i, (p, r) in enumerate(cases, 1)]
+    files = {"per_case_csv": "t.csv", "per_case_json": generalisation.PER_CASE_FILE, "agreement_figure": "a.png"}
+    write_results(rows, tmp_path, {**files, "summary": generalisation.SUMMARY_FILE})
+    figures = generalisation.read_figures(tmp_path)
+    assert figures["dice_mean"] == pytest.approx((1 + 2 / 3 + 0) / 3, abs=1e-4)  # the speck scores 0
+    assert figures["n_with_pvs"] == 2 and figures["dice_with_pvs"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-4)
+    assert (figures["precision_with_pvs"], figures["recall_with_pvs"]) == pytest.approx((1.0, 0.75))
+    result = {"model": "m", "contrast": "T2w", "voxel_mm": "0.8", "seconds": 3.0, **figures}
+    host = {"gpu": None, "cpu": "cpu", "cpu_cores": 2, "cpu_bf16": "none", "torch": "x"}
+    row = generalisation.markdown([result], {"seed": 1, "n_subjects": 3, "shape": [8, 8, 8]}, host).splitlines()[-1]
+    assert row.startswith("| m | T2w | 0.8 | 3 | 0.556 ± ") and "| 0.833 (2) | 1.00 / 0.75 |" in row

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scripts.evaluation.case_metrics import CASE_METRICS, case_metrics, hausdorff95_mm, volume_metrics
-from scripts.evaluation.summary import summarize, write_summary
+from scripts.evaluation.summary import by_reference, summarize, write_summary
 from scripts.tables import write_case_table
 
 SHAPE = (10, 20, 30)
@@ -156,3 +156,32 @@ def test_hd95_ignores_the_farthest_five_percent():
     pred = ref.copy()
     pred[8, 5, 25] = 1
     assert hausdorff95_mm(pred, ref, SPACING) == 0.0
+
+
+def test_cases_without_reference_pvs_are_summarised_apart(tmp_path):
+    # two cases with PVS (Dice 1 and 2/3) and two without: one predicted empty (Dice 1), one with a 2-voxel speck
+    # (Dice 0, 6 mm³ at 3 mm³ a voxel). Over all four the mean Dice is 2/3; over the two with PVS, 5/6.
+    ref, half = voxels((1, 1, 1), (1, 1, 2)), voxels((1, 1, 1))
+    empty, speck = np.zeros(SHAPE, np.uint8), voxels((5, 5, 5), (5, 5, 6))
+    cases = [(ref, ref), (half, ref), (empty, empty), (speck, empty)]
+    rows = [{"subject": f"sub-{i}", **case_metrics(p, r, SPACING)} for i, (p, r) in enumerate(cases)]
+    assert [row["dice"] for row in rows] == pytest.approx([1.0, 2 / 3, 1.0, 0.0])
+    split = by_reference(rows)
+    assert split["with_pvs"]["n_cases"] == 2
+    assert split["with_pvs"]["metrics"]["dice"]["mean"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert split["with_pvs"]["metrics"]["ref_count"]["mean"] == 1.0
+    assert split["pvs_free"] == {
+        "n_cases": 2,
+        "cases_with_prediction": ["sub-3"],
+        "pred_count": 1,
+        "pred_volume_mm3": 6.0,
+    }
+    path = tmp_path / "summary.json"
+    write_summary(summarize(rows), path, by_ref=split)
+    written = json.loads(path.read_text())
+    assert list(written) == ["metrics", "with_pvs", "pvs_free"]
+    assert written["metrics"]["dice"]["mean"] == pytest.approx(0.6667, abs=1e-4)
+    assert written["with_pvs"]["metrics"]["dice"]["mean"] == pytest.approx(0.8333, abs=1e-4)
+    assert math.isnan(split["with_pvs"]["agreement"]["count"]["icc_a1"])  # fewer than 3 cases
+    with pytest.raises(ValueError, match="ref_volume_mm3"):
+        by_reference([{"subject": "sub-0", "dice": 1.0}])

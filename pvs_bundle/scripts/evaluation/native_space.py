@@ -34,7 +34,7 @@ from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.native_labels import SPACING_KEY, check_same_grid, source_file
 from scripts.evaluation.regional import RegionalScores, summarize_by_region
-from scripts.evaluation.summary import write_results
+from scripts.evaluation.summary import by_reference, write_results
 from scripts.io import sha256_file
 from scripts.masks import prediction_mask
 from scripts.nifti import ras_spacing, to_ras
@@ -91,7 +91,8 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
     completes, it writes into ``output_dir``: ``test_per_case_metrics.csv`` and ``.json``,
     ``comprehensive_test_metrics.json`` (the model file, absolute, and its SHA-256, ``summary_extra``, the number
     of cases, the detection settings, the evaluator's own metrics renamed ``val_*`` -> ``test_*``, then mean / std /
-    median / n / n_nan of every metric, then the cohort agreement of PVS counts and volumes),
+    median / n / n_nan of every metric, then the cohort agreement of PVS counts and volumes, then the same over the
+    cases with reference PVS and what was predicted in the others: :func:`scripts.evaluation.summary.by_reference`),
     ``test_count_volume_agreement_300dpi.png`` and ``test_set_visualization_grid_300dpi.jpg``.
 
     Args:
@@ -216,7 +217,18 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         }
         title = "Test set: prediction vs reference"
         by_region = summarize_by_region(rows, self.regional.names) if self.regional is not None else None
-        write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title, by_region=by_region)
+        summary = write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title, by_region=by_region)
+        split = by_reference(rows)
+        kept, free = split["with_pvs"], split["pvs_free"]
+        logger.info(
+            "Dice %.4f over the %d cases, %.4f over the %d with reference PVS; PVS predicted in %d of the %d without",
+            summary["dice"]["mean"],
+            len(rows),
+            kept["metrics"]["dice"]["mean"] if kept["n_cases"] else float("nan"),
+            kept["n_cases"],
+            len(free["cases_with_prediction"]),
+            free["n_cases"],
+        )
         if figure_cases:
             save_visualization_grid(figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
         logger.info("Wrote the test metrics of %d cases to %s", len(rows), self.output_dir)

@@ -5,6 +5,11 @@
 with the cohort agreement of counts and volumes (:mod:`scripts.agreement`) and the detection pooled by PVS size
 (:mod:`scripts.evaluation.stratified`), and the agreement figure (:mod:`scripts.reports.agreement_plot`). Tables,
 rounding and the NaN rule are those of :mod:`scripts.tables`.
+
+A case whose reference holds no PVS scores Dice 1.0 when nothing is predicted and 0.0 when a single speck is
+(:mod:`scripts.evaluation.metrics`), so each such case moves a mean over n cases by up to 1/n, and its 0-against-0
+count widens the range a count ICC is judged against. :func:`by_reference` therefore also summarises the cases with
+reference PVS on their own (``with_pvs``) and says what was predicted in the others (``pvs_free``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import numpy as np
 from scripts.agreement import cohort_agreement
 from scripts.evaluation.stratified import pooled_by_size
 from scripts.reports.agreement_plot import save_agreement_figure
-from scripts.tables import RATIO_DECIMALS, decimals_for, metric_names, rounded, write_case_table, write_json
+from scripts.tables import (
+    RATIO_DECIMALS,
+    SUBJECT_KEY,
+    VOLUME_DECIMALS,
+    decimals_for,
+    metric_names,
+    rounded,
+    write_case_table,
+    write_json,
+)
 
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "n", "n_nan")
 RESULT_FILES: tuple[str, ...] = ("per_case_csv", "per_case_json", "summary", "agreement_figure")
@@ -57,6 +71,43 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def by_reference(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The cases with reference PVS summarised on their own, and what was predicted in the cases without.
+
+    A case has PVS when its reference volume (``ref_volume_mm3``) is above zero.
+
+    Args:
+        rows: one dict per case, a ``subject`` id and every metric of :data:`CASE_METRICS`.
+
+    Returns:
+        ``{"with_pvs": {"n_cases", "metrics", "agreement"}, "pvs_free": {"n_cases", "cases_with_prediction",
+        "pred_count", "pred_volume_mm3"}}``: ``metrics`` as :func:`summarize` (empty when no case has PVS),
+        ``agreement`` as :func:`scripts.agreement.cohort_agreement` over those cases; ``cases_with_prediction``
+        names the PVS-free cases where something was predicted, ``pred_count`` and ``pred_volume_mm3`` sum it.
+
+    Raises:
+        ValueError: if a row lacks ``ref_volume_mm3``, ``pred_volume_mm3`` or ``pred_count``.
+    """
+    lacking = [i for i, row in enumerate(rows) if not {"ref_volume_mm3", "pred_volume_mm3", "pred_count"} <= set(row)]
+    if lacking:
+        raise ValueError(f"every row must have ref_volume_mm3, pred_volume_mm3 and pred_count, not rows {lacking}.")
+    kept = [row for row in rows if float(row["ref_volume_mm3"]) > 0]
+    free = [row for row in rows if float(row["ref_volume_mm3"]) <= 0]
+    return {
+        "with_pvs": {
+            "n_cases": len(kept),
+            "metrics": summarize(kept) if kept else {},
+            "agreement": cohort_agreement(kept),
+        },
+        "pvs_free": {
+            "n_cases": len(free),
+            "cases_with_prediction": [row.get(SUBJECT_KEY) for row in free if float(row["pred_volume_mm3"]) > 0],
+            "pred_count": int(sum(int(row["pred_count"]) for row in free)),
+            "pred_volume_mm3": float(sum(float(row["pred_volume_mm3"]) for row in free)),
+        },
+    }
+
+
 def rounded_summary(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Round every statistic of a :func:`summarize` result like its metric (``n`` and ``n_nan`` stay integers)."""
     return {
@@ -87,8 +138,11 @@ def write_summary(
     agreement: dict[str, Any] | None = None,
     by_size: dict[str, Any] | None = None,
     by_region: dict[str, Any] | None = None,
+    by_ref: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write a metric summary as JSON: the ``extra`` fields, ``metrics``, ``agreement``, ``by_size``, ``by_region``.
+    """Write a metric summary as JSON: ``extra``, ``metrics``, ``agreement``, ``with_pvs``, ``pvs_free``, ``by_size``...
+
+    The keys come in that order, ``by_region`` last.
 
     Statistics are rounded like their metric (:func:`rounded_summary`, :func:`rounded_agreement`).
 
@@ -99,17 +153,26 @@ def write_summary(
         agreement: the cohort agreement of :func:`scripts.agreement.cohort_agreement`, if any.
         by_size: detection pooled by PVS size (:func:`scripts.evaluation.stratified.pooled_by_size`), if any.
         by_region: scores by brain region (:func:`scripts.evaluation.regional.summarize_by_region`), if any.
+        by_ref: the cases with and without reference PVS (:func:`by_reference`), if any.
 
     Raises:
         ValueError: if ``extra`` has one of the summary's own keys.
     """
     extra = dict(extra or {})
-    own = {"metrics", "agreement", "by_size", "by_region"}
+    own = {"metrics", "agreement", "with_pvs", "pvs_free", "by_size", "by_region"}
     if own & set(extra):
         raise ValueError(f"extra must not have a key among {sorted(own)}, not keys {list(extra)}.")
     payload = {**extra, "metrics": rounded_summary(summary)}
     if agreement is not None:
         payload["agreement"] = rounded_agreement(agreement)
+    if by_ref is not None:
+        kept, free = by_ref["with_pvs"], by_ref["pvs_free"]
+        payload["with_pvs"] = {
+            "n_cases": kept["n_cases"],
+            "metrics": rounded_summary(kept["metrics"]),
+            "agreement": rounded_agreement(kept["agreement"]),
+        }
+        payload["pvs_free"] = {**free, "pred_volume_mm3": rounded(free["pred_volume_mm3"], VOLUME_DECIMALS)}
     if by_size is not None:
         payload["by_size"] = {
             name: {key: rounded(value, RATIO_DECIMALS) for key, value in stats.items()}
@@ -164,6 +227,7 @@ def write_results(
         agreement=cohort_agreement(rows),
         by_size=by_size,
         by_region=by_region,
+        by_ref=by_reference(rows),
     )
     save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title, by_size=by_size)
     return summary
