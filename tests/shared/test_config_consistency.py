@@ -50,6 +50,7 @@ SHARED_WITH_EVALUATION = [
     "tta_axes",
     "min_pvs_voxels",
     "grow_threshold",
+    "threshold_on",
     "contrasts",
     "resolved_contrasts",
     "model_check",
