@@ -5,6 +5,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from scripts.errors import BundleError
 from scripts.training.handlers import (
     GradientClipHandler,
     OverlapMetricHandler,
@@ -90,3 +91,47 @@ def test_validation_metrics_are_named_as_the_history_and_evaluation_read_them():
     assert [m.metric_fn.name for m in list(metrics.values())[:4]] == ["dice", "iou", "precision", "recall"]
     assert metrics["val_loss"].metric_fn.loss_fn is loss
     assert list(validation_metrics()) == ["val_dice", "val_iou", "val_precision", "val_recall"]  # evaluation: no loss
+
+
+def _guarded_trainer(max_skipped: int) -> tuple[Engine, torch.nn.Linear, list[torch.Tensor]]:
+    """A trainer of a linear layer by SGD whose steps go through the clip handler; it records the weights."""
+    network = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    weights: list[torch.Tensor] = []
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss = network(batch).pow(2).mean()
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        optimizer.step()
+        weights.append(network.weight.detach().clone())
+        return {"loss": loss.item()}
+
+    engine = Engine(step)
+    engine.register_events(*IterationEvents)
+    engine.network, engine.optimizer = network, optimizer
+    GradientClipHandler(1.0, max_skipped=max_skipped).attach(engine)
+    return engine, network, weights
+
+
+def test_a_non_finite_step_is_skipped_and_the_weights_kept(caplog):
+    engine, network, weights = _guarded_trainer(max_skipped=3)
+    nan_batch = torch.ones(2, 3)
+    nan_batch[0, 1] = float("nan")
+    before = network.weight.detach().clone()
+    engine.run([torch.ones(2, 3), nan_batch, torch.ones(2, 3)], max_epochs=1)
+    assert not torch.equal(weights[0], before)  # the first step learned
+    assert torch.equal(weights[1], weights[0])  # the NaN step changed nothing
+    assert not torch.equal(weights[2], weights[1]) and bool(torch.isfinite(network.weight).all())
+    assert "Epoch 1, iteration 2: the loss or its gradient is not finite" in caplog.text
+
+
+def test_non_finite_steps_in_a_row_stop_the_training_with_the_fix():
+    engine, network, weights = _guarded_trainer(max_skipped=3)
+    nan_batch = torch.full((2, 3), float("nan"))
+    with pytest.raises(BundleError, match=r"iteration 4: 3 steps in a row .* --precision fp32"):
+        engine.run([torch.ones(2, 3)] + [nan_batch] * 5, max_epochs=1)
+    assert len(weights) == 3 and bool(torch.isfinite(network.weight).all())  # stopped at the 3rd NaN step
+    with pytest.raises(ValueError, match="max_skipped must be at least 1"):
+        GradientClipHandler(1.0, max_skipped=0)

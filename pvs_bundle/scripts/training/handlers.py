@@ -1,4 +1,4 @@
-"""Ignite handlers of the bundle: overlap metrics, gradient clipping and the training history."""
+"""Ignite handlers of the bundle: overlap metrics, gradient clipping (and non-finite steps skipped), the history."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import IgniteMetricHandler, from_engine
 
+from scripts.errors import BundleError
 from scripts.evaluation.metrics import OVERLAP_METRICS, OverlapMetric, overlap_metrics
 from scripts.io import atomic_write_json
 from scripts.reports.plots import plot_history
@@ -55,31 +56,72 @@ def validation_metrics(loss: Callable | None = None) -> dict[str, IgniteMetricHa
 
 
 class GradientClipHandler:
-    """Clip the gradient norm after each backward pass, before the optimizer step (AMP-aware).
+    """Clip the gradient norm after each backward pass, before the optimizer step; skip a step that is not finite.
+
+    A step whose gradient norm is NaN or infinite (a non-finite loss gives one) would write NaN into every weight,
+    and every later step, validation and checkpoint would carry it on for the rest of the budget. Such a step's
+    gradients are dropped instead (set to None: the optimizer leaves the weights as they are), with a warning naming
+    the epoch and iteration. After ``max_skipped`` such steps in a row the training stops with an error that says
+    what to change; the best model saved so far stays in ``ckpt_dir``. With a CUDA float16 gradient scaler the
+    scaler skips these steps itself (and lowers its scale), and nothing is counted here.
 
     Args:
         max_norm: largest allowed total gradient norm; must be positive.
         norm_type: the p of the p-norm.
+        max_skipped: non-finite steps in a row that stop the training; must be at least 1.
 
     Raises:
-        ValueError: if ``max_norm`` is not positive.
+        ValueError: if ``max_norm`` is not positive or ``max_skipped`` is below 1.
     """
 
-    def __init__(self, max_norm: float, norm_type: float = 2.0) -> None:
+    def __init__(self, max_norm: float, norm_type: float = 2.0, max_skipped: int = 10) -> None:
         if not max_norm > 0:
             raise ValueError(f"max_norm must be a positive number, not {max_norm}.")
+        if not int(max_skipped) >= 1:
+            raise ValueError(f"max_skipped must be at least 1, not {max_skipped}.")
         self.max_norm = max_norm
         self.norm_type = norm_type
+        self.max_skipped = int(max_skipped)
+        self.skipped_in_a_row = 0
+        self.skipped = 0
 
     def attach(self, engine: Engine) -> None:
         """Register on the trainer's BACKWARD_COMPLETED event."""
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        """Unscale AMP gradients if needed, then clip them."""
-        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
+        """Unscale AMP gradients if needed, then clip them, or drop them when their norm is not finite.
+
+        Raises:
+            BundleError: after ``max_skipped`` non-finite steps in a row.
+        """
+        scaled = getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None
+        if scaled:
             engine.scaler.unscale_(engine.optimizer)
-        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm, norm_type=self.norm_type)
+        norm = torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm, norm_type=self.norm_type)
+        if scaled or bool(torch.isfinite(norm)):
+            self.skipped_in_a_row = 0
+            return
+        engine.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.skipped_in_a_row += 1
+        state = engine.state
+        logger.warning(
+            "Epoch %d, iteration %d: the loss or its gradient is not finite (norm %s); the step is skipped, the "
+            "weights are kept (%d skipped so far, %d in a row).",
+            state.epoch,
+            state.iteration,
+            float(norm),
+            self.skipped,
+            self.skipped_in_a_row,
+        )
+        if self.skipped_in_a_row >= self.max_skipped:
+            raise BundleError(
+                f"training stopped at epoch {state.epoch}, iteration {state.iteration}: {self.skipped_in_a_row} steps "
+                "in a row gave a non-finite loss or gradient, so the weights could no longer learn. The best model "
+                "so far is in ckpt_dir. Check the data (NaN or infinite voxels), or train with a lower "
+                "--learning_rate or with --precision fp32."
+            )
 
 
 class TrainingHistoryHandler:
