@@ -6,17 +6,19 @@
    ``scripts.data.demo.contrasts``) and voxel size (0.8, 1.0, 1.2 mm isotropic, 0.8 x 0.8 x 1.6 mm), ``--n_subjects``
    each, at the demo's field of view (96 x 128 x 112 voxels of 0.8 mm, 76.8 x 102.4 x 89.6 mm). "0.8" is the demo's
    own grid (0.799998 x 0.8 x 0.8 mm, as ds005595). A seed gives the same anatomy and PVS in every set: only contrast
-   and grid differ. The generator has no PVS settings to vary (sizes and counts are fixed in demo/pvs.py), so the
-   PVS differ from the demo's only by the seed. About one subject in six has no PVS (as in the demo); it is scored
-   too (Dice 1 or 0 by the bundle's empty-mask conventions, detection F1 NaN, left out of the mean).
+   and grid differ. The PVS are drawn with the demo's own settings (``PVSSettings()``: 1.5 mm median diameter,
+   20–110 per brain; ``benchmarks/ablation.py`` varies them), so they differ from the demo's only by the seed. About
+   one subject in six has no PVS (as in the demo); it is scored too (Dice 1 or 0 by the bundle's empty-mask
+   conventions, detection F1 NaN, left out of the mean), and the table gives Dice over the subjects with PVS beside.
 2. Each ``--model NAME=CONFIG_OVERLAYS:CKPT_DIR`` (overlays comma-separated, relative to pvs_bundle/) is evaluated on
    every set with ``python -m monai.bundle run evaluating --config_file "['configs/train.json',<overlays>,
    'configs/evaluate.json']"`` from pvs_bundle/, with a datalist that lists every subject under ``test`` (written
    here, so the evaluation needs no split) and ``--contrasts "['<contrast>']"``. Evaluation resamples to the model's
    pixdim, predicts, and scores in each label's own grid.
-3. One table: model x contrast x voxel size -> voxel Dice (mean ± sd over cases), VALDO detection F1 (mean over the
-   cases with PVS), ICC(A,1) of the per-case PVS counts (the evaluation's cohort agreement), and wall seconds of the
-   evaluation run (process start, model load and data check included). Printed as markdown with the machine, and
+3. One table: model x contrast x voxel size -> voxel Dice (mean ± sd over cases; then Dice, voxel precision and
+   recall over the cases with PVS), VALDO detection F1 (mean over the cases with PVS), ICC(A,1) of the per-case
+   PVS counts (the evaluation's cohort agreement), and wall seconds of the evaluation run (process start, model load
+   and data check included). Printed as markdown with the machine, and
    written to ``OUT/generalisation.md`` and ``OUT/generalisation.json`` (with each run's per-case rows).
 
 Run from the repository root (datasets are reused when their settings match; evaluation runs always rerun)::
