@@ -140,9 +140,10 @@ def write_summary(
     by_region: dict[str, Any] | None = None,
     by_ref: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write a metric summary as JSON: ``extra``, ``metrics``, ``agreement``, ``with_pvs``, ``pvs_free``, ``by_size``...
+    """Write a metric summary as JSON: what was run, the statistics, the agreement and the breakdowns.
 
-    The keys come in that order, ``by_region`` last.
+    Its keys, in order: those of ``extra``, ``metrics``, ``agreement``, ``with_pvs``, ``pvs_free``, ``by_size``,
+    ``by_region`` (each optional one only when given).
 
     Statistics are rounded like their metric (:func:`rounded_summary`, :func:`rounded_agreement`).
 

@@ -16,6 +16,9 @@ input's voxels whose centre lies inside the mask (the rule a reference drawn on 
 when its centre is). On an input already on the model's grid the two orders agree; on another grid, interpolating
 probabilities first lowers a thin PVS's peak below a high threshold, and its mask comes out thinner than on the
 model's grid (measured: docs/performance.md, "Thresholding on the model's grid").
+
+Inference also takes the head mask back to the input's grid (``head``, the preprocessed image above
+``head_threshold``) and keeps the probabilities before the threshold (``prob``) for its outputs.
 """
 
 from __future__ import annotations
