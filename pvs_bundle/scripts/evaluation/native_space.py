@@ -217,8 +217,10 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
         }
         title = "Test set: prediction vs reference"
         by_region = summarize_by_region(rows, self.regional.names) if self.regional is not None else None
-        summary = write_results(rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title, by_region=by_region)
         split = by_reference(rows)
+        summary = write_results(
+            rows, self.output_dir, RESULT_FILES, extra, self.dpi, title=title, by_region=by_region, by_ref=split
+        )
         kept, free = split["with_pvs"], split["pvs_free"]
         logger.info(
             "Dice %.4f over the %d cases, %.4f over the %d with reference PVS; PVS predicted in %d of the %d without",

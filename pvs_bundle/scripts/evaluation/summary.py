@@ -197,6 +197,7 @@ def write_results(
     dpi: int = 300,
     title: str = "",
     by_region: dict[str, Any] | None = None,
+    by_ref: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Write everything an evaluation produces: per-case tables, summary with cohort agreement, agreement figure.
 
@@ -208,6 +209,8 @@ def write_results(
         dpi: resolution of the agreement figure.
         title: title of the agreement figure (what was evaluated).
         by_region: scores by brain region, written in the summary (None: none).
+        by_ref: the cases with and without reference PVS (:func:`by_reference`), when the caller has it already;
+            None: computed here.
 
     Returns:
         The (unrounded) summary of :func:`summarize`.
@@ -228,7 +231,7 @@ def write_results(
         agreement=cohort_agreement(rows),
         by_size=by_size,
         by_region=by_region,
-        by_ref=by_reference(rows),
+        by_ref=by_ref if by_ref is not None else by_reference(rows),
     )
     save_agreement_figure(rows, output / files["agreement_figure"], dpi=dpi, title=title, by_size=by_size)
     return summary
