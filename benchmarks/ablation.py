@@ -40,6 +40,7 @@ from scripts.cpu import available_cores
 from scripts.data.demo import MARKER_NAME, PVSSettings, generate_dataset
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.summary import by_reference, summarize
+from scripts.evaluation.voxel_errors import VOXEL_ERROR_METRICS
 from scripts.inference.inference_inputs import MASK_SUFFIX, PROBSEG_SUFFIX, output_stem
 from scripts.masks import label_components
 from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
@@ -54,9 +55,12 @@ TRAINING: dict[str, list[str]] = {
     "blob": [*BASE, "loss_weights#blob=0.5"],
     "component_sampling": ["augmentation#pvs_sampling=component", "threshold_tolerance=0"],
     "default": [],
+    "cosine": ["lr_schedule=cosine"],
+    "poly": ["lr_schedule=poly"],
 }
 """Training variants: overrides of train.json. Each loss weight is beside dice 0.5 + bce 0.5 on :data:`BASE`;
-``default`` is train.json as it ships (0.11.0: component sampling, a threshold that leans to 0.5)."""
+``default`` is train.json as it ships (0.11.0: component sampling, a threshold that leans to 0.5); ``cosine`` and
+``poly`` are ``default`` with the learning rate decayed over the CPU budget (``lr_schedule``) instead of on plateaus."""
 POSTPROCESSING: dict[str, list[str]] = {
     "stored": ["min_pvs_mm3=0"],
     "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],
@@ -120,11 +124,16 @@ def with_pvs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     PVS-free case moves a mean over n cases by up to 1/n; and 0-against-0 counts widen the range an ICC is judged
     against. ``dice_with_pvs`` and ``count_icc_with_pvs`` leave those cases out (the bundle's own split,
     :func:`scripts.evaluation.summary.by_reference`, which its evaluation summary writes as ``with_pvs``);
-    ``pvs_free_cases`` and ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held.
+    ``pvs_free_cases`` and ``pvs_in_pvs_free`` (predicted PVS summed over them) say what they held. Over the cases
+    with PVS too: where their Dice is lost (:mod:`scripts.evaluation.voxel_errors`; ``lost_wide`` … ``lost_missed``
+    add up to 1 - ``dice_with_pvs``).
     """
     split = by_reference(rows)
     kept, free = split["with_pvs"], split["pvs_free"]
+    nan = float("nan")
+    lost = {m.replace("dice_", ""): kept["metrics"][m]["mean"] if kept["n_cases"] else nan for m in VOXEL_ERROR_METRICS}
     return {
+        **lost,
         "dice_with_pvs": kept["metrics"]["dice"]["mean"] if kept["n_cases"] else float("nan"),
         "count_icc_with_pvs": kept["agreement"]["count"]["icc_a1"],
         "pvs_free_cases": free["n_cases"],
@@ -200,7 +209,9 @@ SHOWN = (
     "det_fragmentation",
     "count_icc",
     "count_icc_with_pvs",
+    *(m.replace("dice_", "") for m in VOXEL_ERROR_METRICS),
 )
+"""Printed per run and as means over seeds; runs scored before 0.13.0 lack the ``lost_*`` shares (printed nan)."""
 
 
 def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
@@ -210,7 +221,7 @@ def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, 
         for post, scores in run["post"].items():
             groups.setdefault((key.rsplit("@", 1)[0], post), []).append(scores)
     return {
-        group: {"seeds": len(runs), **{m: float(np.mean([r[m] for r in runs])) for m in SHOWN}}
+        group: {"seeds": len(runs), **{m: float(np.mean([r.get(m, np.nan) for r in runs])) for m in SHOWN}}
         for group, runs in groups.items()
     }
 
@@ -218,12 +229,13 @@ def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, 
 def print_table(results: dict[str, Any]) -> None:
     """One line per (training variant, post-processing, seed), then the mean over seeds."""
     head = f"{'training':<19} {'post':<11} {'seed':>5} {'CPU min':>7} {'steps':>6}"  # CPU min: used in training
-    names = "  Dice DiceP  prec   rec detF1  detP  detR  frag   ICC  ICCP"  # P: the cases with PVS (with_pvs)
+    names = "  Dice DiceP  prec   rec detF1  detP  detR  frag   ICC  ICCP  wide speck narrw missd"  # P: with_pvs
+    # wide … missd: the Dice of the cases with PVS lost to each kind of wrong voxel (scripts.evaluation.voxel_errors)
     print(head + names + "  fragments specks  PVS-free: cases predicted-PVS")
     for key, run in sorted(results["runs"].items()):
         variant, seed = key.rsplit("@", 1)
         for post, r in run["post"].items():
-            values = " ".join(f"{r[m]:.3f}" for m in SHOWN)
+            values = " ".join(f"{r.get(m, np.nan):.3f}" for m in SHOWN)
             print(
                 f"{variant:<19} {post:<11} {seed:>5} {run['cpu_minutes']:>7.2f} {run['steps'] or '':>6} {values}  "
                 f"{r['det_fragments']:>9} {r['det_specks']:>6}  {r['pvs_free_cases']:>15} {r['pvs_in_pvs_free']:>13}"

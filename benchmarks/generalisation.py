@@ -52,6 +52,7 @@ from scripts.agreement import cohort_agreement  # noqa: E402
 from scripts.data.demo import DEMO_SHAPE, ensure_demo_dataset  # noqa: E402
 from scripts.data.demo.contrasts import CONTRASTS, check_voxel_size  # noqa: E402
 from scripts.evaluation.summary import by_reference  # noqa: E402
+from scripts.evaluation.voxel_errors import VOXEL_ERROR_METRICS  # noqa: E402
 
 DEFAULT_SEED = 9001
 DEMO_SEED = 0
@@ -257,8 +258,8 @@ def evaluate(
 def read_figures(output_dir: Path) -> dict[str, Any]:
     """Dice, detection F1 and the count ICC(A,1) of one evaluation's summary, with its per-case rows.
 
-    Dice is given over all cases and over those with reference PVS (with their voxel precision and recall: a case
-    without PVS scores Dice 1 or 0, :func:`scripts.evaluation.summary.by_reference`).
+    Dice is given over all cases and over those with reference PVS (with their voxel precision and recall, and where
+    their Dice is lost: a case without PVS scores Dice 1 or 0, :func:`scripts.evaluation.summary.by_reference`).
 
     The ICC is the evaluation's own cohort agreement; a summary without one (an older bundle) gets it computed
     from the per-case counts with :func:`scripts.agreement.cohort_agreement`.
@@ -276,6 +277,10 @@ def read_figures(output_dir: Path) -> dict[str, Any]:
         "dice_with_pvs": kept["metrics"]["dice"]["mean"] if kept["n_cases"] else math.nan,
         "precision_with_pvs": kept["metrics"]["precision"]["mean"] if kept["n_cases"] else math.nan,
         "recall_with_pvs": kept["metrics"]["recall"]["mean"] if kept["n_cases"] else math.nan,
+        **{  # where their Dice is lost (scripts.evaluation.voxel_errors); an older bundle's summary has none
+            f"{name}_with_pvs": kept["metrics"][name]["mean"] if name in kept["metrics"] else math.nan
+            for name in VOXEL_ERROR_METRICS
+        },
         "det_f1_mean": metrics["det_f1"]["mean"],
         "det_f1_n": metrics["det_f1"]["n"],
         "count_icc_a1": agreement["count"]["icc_a1"],
@@ -322,25 +327,28 @@ def markdown(results: list[dict], settings: dict, host: dict) -> str:
         "others cover the same field of view, the anatomy pre-blurred for the larger voxel. Evaluation: "
         f"`monai.bundle run evaluating` (train.json + overlays + evaluate.json) on {device}; machine: {host['cpu']} "
         f"({host['cpu_cores']} cores; {host['cpu_bf16']}), torch {host['torch']}. Dice: mean ± sd over cases; "
-        "with PVS: Dice, voxel precision / recall over the cases whose reference has PVS (n); "
+        "with PVS: Dice, voxel precision / recall over the cases whose reference has PVS (n), and the Dice they lose "
+        "to PVS drawn too wide or long / too thin or short / specks / PVS missed (they add up to 1 - Dice); "
         "detection F1 (VALDO): mean over cases with PVS; ICC(A,1) of per-case PVS counts; seconds: wall time of "
         "the evaluation run."
         + (f" Overrides: {', '.join(settings['overrides'])}." if settings.get("overrides") else ""),
         "",
-        "| model | contrast | voxel (mm) | cases | Dice | with PVS: Dice (n) | precision / recall | det F1 | "
-        "count ICC(A,1) | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | contrast | voxel (mm) | cases | Dice | with PVS: Dice (n) | precision / recall | "
+        "Dice lost: wide / thin / specks / missed | det F1 | count ICC(A,1) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         head = f"| {r['model']} | {r['contrast']} | {r['voxel_mm']} |"
         if "error" in r:
-            lines.append(f"{head} failed: {r['error']} (log {r['log']}) | | | | | | {r['seconds']:.0f} |")
+            lines.append(f"{head} failed: {r['error']} (log {r['log']}) | | | | | | | {r['seconds']:.0f} |")
             continue
         dice = f"{number(r['dice_mean'])} ± {number(r['dice_sd'])}"
         with_pvs = f"{number(r['dice_with_pvs'])} ({r['n_with_pvs']})"
         voxels = f"{number(r['precision_with_pvs'], 2)} / {number(r['recall_with_pvs'], 2)}"
+        order = ("dice_lost_wide", "dice_lost_narrow", "dice_lost_specks", "dice_lost_missed")
+        lost = " / ".join(number(r.get(f"{name}_with_pvs", math.nan), 2) for name in order)
         lines.append(
-            f"{head} {r['n_cases']} | {dice} | {with_pvs} | {voxels} | {number(r['det_f1_mean'])} "
+            f"{head} {r['n_cases']} | {dice} | {with_pvs} | {voxels} | {lost} | {number(r['det_f1_mean'])} "
             f"(n={r['det_f1_n']}) | {number(r['count_icc_a1'])} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ from scripts.evaluation.native_space import (
     NativeSpaceMetricsHandler,
     prediction_name,
 )
+from scripts.evaluation.voxel_errors import VOXEL_ERROR_METRICS
 from scripts.io import sha256_file
 from scripts.model.model_file import check_model_file
 from scripts.nifti import ras_spacing, to_ras
@@ -214,6 +215,10 @@ def test_evaluating_writes_metrics_tables_figure_and_predictions_of_the_test_spl
     )
     assert summary["pvs_free"]["n_cases"] == len(rows) - len(with_pvs)
     assert f"over the {len(with_pvs)} with reference PVS" in proc.stdout + proc.stderr
+    lost = [summary["with_pvs"]["metrics"][name]["mean"] for name in VOXEL_ERROR_METRICS]
+    assert sum(lost) == pytest.approx(1.0 - summary["with_pvs"]["metrics"]["dice"]["mean"], abs=1e-3)
+    logged = proc.stdout + proc.stderr
+    assert f"Dice lost over the cases with reference PVS: {lost[0]:.4f} to PVS drawn too wide" in logged
     for row in rows:
         assert isinstance(row["pred_count"], int) and isinstance(row["det_tp"], int)
         assert row["volume_diff_mm3"] == pytest.approx(row["pred_volume_mm3"] - row["ref_volume_mm3"], abs=0.2)

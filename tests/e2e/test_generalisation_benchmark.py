@@ -97,3 +97,6 @@ def test_the_table_gives_dice_over_the_cases_with_pvs_beside_all_cases(tmp_path:
     host = {"gpu": None, "cpu": "cpu", "cpu_cores": 2, "cpu_bf16": "none", "torch": "x"}
     row = generalisation.markdown([result], {"seed": 1, "n_subjects": 3, "shape": [8, 8, 8]}, host).splitlines()[-1]
     assert row.startswith("| m | T2w | 0.8 | 3 | 0.556 ± ") and "| 0.833 (2) | 1.00 / 0.75 |" in row
+    # the half-found PVS loses a third of its Dice to voxels drawn too short: a sixth over the two cases with PVS
+    assert figures["dice_lost_narrow_with_pvs"] == pytest.approx(1 / 6, abs=1e-4)
+    assert "| 1.00 / 0.75 | 0.00 / 0.17 / 0.00 / 0.00 |" in row

@@ -13,6 +13,9 @@ states; scored in the label's own grid with its voxel spacing in mm):
 - ``det_tp``, ``det_fp``, ``det_fn``, ``det_precision``, ``det_recall``, ``det_f1``, ``det_matched_dice``,
   ``pred_count``, ``ref_count``, ``count_abs_diff``: PVS detection by VALDO's rules, from
   :mod:`scripts.evaluation.detection` (conventions documented there).
+- PVS detection by size and the kinds of false PVS, from :mod:`scripts.evaluation.stratified`.
+- ``dice_lost_wide``, ``dice_lost_specks``, ``dice_lost_narrow``, ``dice_lost_missed``: where the voxel Dice is
+  lost, from :mod:`scripts.evaluation.voxel_errors` (they add up to 1 - ``dice``).
 
 Their summary over cases and the files an evaluation writes: :mod:`scripts.evaluation.summary`.
 """
@@ -29,6 +32,7 @@ from monai.metrics import compute_hausdorff_distance
 from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD, DETECTION_METRICS, detection_metrics
 from scripts.evaluation.metrics import OVERLAP_METRICS, overlap_metrics
 from scripts.evaluation.stratified import stratified_detection, stratified_metric_names
+from scripts.evaluation.voxel_errors import VOXEL_ERROR_METRICS, voxel_errors
 from scripts.masks import prediction_mask, reference_mask
 from scripts.nifti import check_spacing
 
@@ -39,6 +43,7 @@ CASE_METRICS: tuple[str, ...] = (
     "hd95_mm",
     *DETECTION_METRICS,
     *stratified_metric_names(),
+    *VOXEL_ERROR_METRICS,
 )
 
 
@@ -133,4 +138,5 @@ def case_metrics(
     row["hd95_mm"] = hausdorff95_mm(pred_mask, ref_mask, spacing)
     row.update(detection_metrics(pred_mask, ref_mask, iou_threshold=iou_threshold, min_size=min_size))
     row.update(stratified_detection(pred_mask, ref_mask, spacing, iou_threshold=iou_threshold, min_size=min_size))
+    row.update(voxel_errors(pred_mask, ref_mask))
     return row

@@ -35,6 +35,7 @@ from scripts.evaluation.detection import DEFAULT_IOU_THRESHOLD
 from scripts.evaluation.native_labels import SPACING_KEY, check_same_grid, source_file
 from scripts.evaluation.regional import RegionalScores, summarize_by_region
 from scripts.evaluation.summary import by_reference, write_results
+from scripts.evaluation.voxel_errors import VOXEL_ERROR_METRICS
 from scripts.io import sha256_file
 from scripts.masks import prediction_mask
 from scripts.nifti import ras_spacing, to_ras
@@ -231,6 +232,13 @@ class NativeSpaceMetricsHandler(PerCaseHandler):
             len(free["cases_with_prediction"]),
             free["n_cases"],
         )
+        if kept["n_cases"]:
+            lost = kept["metrics"]
+            logger.info(
+                "Dice lost over the cases with reference PVS: %.4f to PVS drawn too wide or long, %.4f to specks, "
+                "%.4f to PVS drawn too thin or short, %.4f to PVS missed",
+                *(lost[name]["mean"] for name in VOXEL_ERROR_METRICS),
+            )
         if figure_cases:
             save_visualization_grid(figure_cases, self.output_dir / FIGURE_FILE, self.dpi, self.figure_spacing)
         logger.info("Wrote the test metrics of %d cases to %s", len(rows), self.output_dir)
