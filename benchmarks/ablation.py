@@ -67,11 +67,13 @@ POSTPROCESSING: dict[str, list[str]] = {
     "min_2mm3": ["min_pvs_voxels=4", "min_pvs_mm3=0"],
     "size_auto": ["min_pvs_mm3={validation}"],
     "threshold_0.5": ["threshold=0.5", "min_pvs_mm3=0"],
+    "tta_8": ["tta_axes=[0,1,2]", "min_pvs_mm3=0"],
 }
 """Post-processing variants: overrides of inference.json; ``stored`` is the stored threshold alone. ``{half}`` is half
 the model's stored threshold (hysteresis seeds at the threshold and grows down to half of it); ``min_pvs_voxels=4`` is
 2 mm³ at 0.8 mm; ``{validation}`` the smallest PVS kept as validation chooses it (:func:`validation_cut`);
-``threshold_0.5`` ignores the stored threshold."""
+``threshold_0.5`` ignores the stored threshold; ``tta_8`` is the stored threshold on the mean of all 8 flips (the demo
+recipe stores left-right mirroring: 2)."""
 METRICS = ("dice", "precision", "recall", "det_f1", "det_precision", "det_recall", "det_fragmentation")
 
 
