@@ -57,10 +57,12 @@ TRAINING: dict[str, list[str]] = {
     "default": [],
     "cosine": ["lr_schedule=cosine"],
     "poly": ["lr_schedule=poly"],
+    "full_res": ["full_res_channels=16"],
 }
 """Training variants: overrides of train.json. Each loss weight is beside dice 0.5 + bce 0.5 on :data:`BASE`;
 ``default`` is train.json as it ships (0.11.0: component sampling, a threshold that leans to 0.5); ``cosine`` and
-``poly`` are ``default`` with the learning rate decayed over the CPU budget (``lr_schedule``) instead of on plateaus."""
+``poly`` are ``default`` with the learning rate decayed over the CPU budget (``lr_schedule``) instead of on plateaus;
+``full_res`` is ``default`` with the head that sees the image at full resolution (``full_res_channels``)."""
 POSTPROCESSING: dict[str, list[str]] = {
     "stored": ["min_pvs_mm3=0"],
     "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],

@@ -103,6 +103,16 @@ def test_warm_start_continues_and_keeps_the_cpu_record(trained, tmp_path):
     assert saved["total_cpu_hours"] == pytest.approx(total, abs=0.01)
 
 
+def test_warm_start_grows_the_full_resolution_head_onto_a_plain_model(trained, tmp_path):
+    weights = str(trained / "models/model.pt")
+    proc = train(tmp_path, "--max_epochs", "1", "--pretrained_weights", weights, "--full_res_channels", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "The full-resolution head is new: it starts at zero" in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "models/model.json").read_text())["full_res_channels"] == 4
+    state = torch.load(tmp_path / "models/model.pt", weights_only=True)
+    assert any(key.startswith("full_res.") for key in state)
+
+
 def test_warm_start_refuses_weights_of_another_network(trained, tmp_path):
     proc = train(
         tmp_path,

@@ -2,16 +2,17 @@
 
 ``models/model.pt`` stays a plain state dict (what MONAI's ``CheckpointLoader``, ``ckpt_export`` and the Model Zoo
 load, with ``weights_only=True``). Beside it, ``models/model.json`` records the settings it was trained with
-(:data:`SETTINGS`: encoder, normalisation, decoder channels, patch size, input/output channels, voxel size and
-intensity scaling), written atomically each time the best model is saved. Inference, evaluation and export check
-the config they build against it before any weight is loaded, and stop with one line naming every difference and
-the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as before, unchecked.
-The settings file may also store the probability threshold chosen on the validation split (top-level
-``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`), and the test-time augmentation of the
-recipe that trained the model (top-level ``"tta"``), which ``tta "auto"`` uses (:func:`resolve_tta`), the image
-contrasts it was trained for (top-level ``"contrasts"``, BIDS suffixes such as ``["T2w", "T1w", "FLAIR"]``), which
-``contrasts "auto"`` uses (:func:`resolve_contrasts`), and the SHA-256 of ``model.pt`` (top-level ``"sha256"``),
-which :func:`check_model_file` compares before any weight is loaded.
+(:data:`SETTINGS`: encoder, normalisation, decoder channels, patch size, input/output channels, voxel size,
+intensity scaling and the full-resolution head's width; a file written before a setting existed reads as its
+default, :data:`SETTING_DEFAULTS`), written atomically each time the best model is saved. Inference, evaluation and
+export check the config they build against it before any weight is loaded, and stop with one line naming every
+difference and the flags that match the model. A model.pt without a model.json (saved before 0.3) is loaded as
+before, unchecked. The settings file may also store the probability threshold chosen on the validation split
+(top-level ``"threshold"``), which ``threshold "auto"`` uses (:func:`resolve_threshold`), and the test-time
+augmentation of the recipe that trained the model (top-level ``"tta"``), which ``tta "auto"`` uses
+(:func:`resolve_tta`), the image contrasts it was trained for (top-level ``"contrasts"``, BIDS suffixes such as
+``["T2w", "T1w", "FLAIR"]``), which ``contrasts "auto"`` uses (:func:`resolve_contrasts`), and the SHA-256 of
+``model.pt`` (top-level ``"sha256"``), which :func:`check_model_file` compares before any weight is loaded.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ SETTINGS: tuple[str, ...] = (
     "classes",
     "pixdim",
     "intensity",
+    "full_res_channels",
 )
+# Settings a model.json written before they existed lacks, with the value its model was built with.
+SETTING_DEFAULTS: dict[str, Any] = {"full_res_channels": 0}
 
 
 def settings_file(model_file: str | Path) -> Path:
@@ -63,6 +67,7 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: if a setting is missing.
     """
+    settings = {**SETTING_DEFAULTS, **settings}
     missing = [k for k in SETTINGS if k not in settings]
     if missing:
         raise ValueError(f"model settings must hold {list(SETTINGS)}, not lack {missing}.")
@@ -110,16 +115,20 @@ def _flag(name: str, value: Any) -> str:
     return f"--{name} '{json.dumps(value, separators=(',', ':'))}'"
 
 
-def check_model_settings(model_file: str | Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+def check_model_settings(
+    model_file: str | Path, settings: Mapping[str, Any], grow: Sequence[str] = ()
+) -> dict[str, Any] | None:
     """Check that the config builds the network ``model_file`` was trained as; do nothing for a legacy file.
 
     Args:
         model_file: the state dict (``models/model.pt``); its settings are read from ``model.json`` beside it.
         settings: the settings this config builds the network and preprocessing with (:data:`SETTINGS`).
+        grow: settings that may go from their default (:data:`SETTING_DEFAULTS`) in the file to another value in
+            the config: a warm start that adds a part to a trained network (``full_res_channels``).
 
     Returns:
-        The saved settings, or None when ``model_file`` has no settings file (or does not exist: the workflow's
-        own check reports that).
+        The saved settings (with the defaults of those it lacks), or None when ``model_file`` has no settings file
+        (or does not exist: the workflow's own check reports that).
 
     Raises:
         BundleError: naming every setting that differs, and the flags that match the model.
@@ -130,7 +139,9 @@ def check_model_settings(model_file: str | Path, settings: Mapping[str, Any]) ->
             logger.info("%s has no %s beside it: its settings cannot be checked.", model_file, "model.json")
         return None
     wanted = check_settings(settings)
-    differ = [k for k in SETTINGS if k in saved and saved[k] != wanted[k]]
+    saved = {**SETTING_DEFAULTS, **saved}
+    grown = [k for k in grow if k in SETTING_DEFAULTS and saved[k] == SETTING_DEFAULTS[k]]
+    differ = [k for k in SETTINGS if k in saved and k not in grown and saved[k] != wanted[k]]
     if differ:
         trained = ", ".join(f"{k} {saved[k]}" for k in differ)
         built = ", ".join(f"{k} {wanted[k]}" for k in differ)

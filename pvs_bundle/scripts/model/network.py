@@ -13,6 +13,8 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
+from scripts.model.full_resolution import FullResolutionUNetPlusPlus
+
 logger = logging.getLogger("pvs_bundle.network")
 
 SIZE_DIVISOR = 32
@@ -22,6 +24,8 @@ NORMS: tuple[str, ...] = ("batch", "group")
 MAX_GROUPS = 16
 # The model settings that build the network (the others, pixdim and intensity, are the preprocessing's).
 NETWORK_SETTINGS: tuple[str, ...] = ("encoder_name", "in_channels", "classes", "decoder_channels", "patch_size", "norm")
+# Network settings a model.json saved before they existed lacks, with the value that builds the network it was.
+OPTIONAL_NETWORK_SETTINGS: dict[str, Any] = {"full_res_channels": 0}
 
 
 def check_patch_size(patch_size: Sequence[int], name: str = "patch_size") -> list[int]:
@@ -111,6 +115,7 @@ def build_unetplusplus(
     patch_size: Sequence[int] | None = None,
     norm: str = "batch",
     memory_efficient_swish: bool = True,
+    full_res_channels: int = 0,
 ) -> nn.Module:
     """Build the PVS segmentation network: a 3D UNet++ that returns logits.
 
@@ -130,12 +135,14 @@ def build_unetplusplus(
         memory_efficient_swish: EfficientNet's Swish as a custom autograd function that saves memory in training
             (the default), or the plain Swish (false): same values, and the only one TorchScript can save and
             ONNX can export, so inference and export use it.
+        full_res_channels: 0 for the library's UNet++; else the width of a head that sees the input at full
+            resolution (:class:`scripts.model.full_resolution.FullResolutionUNetPlusPlus`).
 
     Returns:
         The network, in training mode.
 
     Raises:
-        ValueError: on a bad patch size or encoder name.
+        ValueError: on a bad patch size, encoder name or ``full_res_channels``.
         FileNotFoundError: when a local weights path does not exist.
         RuntimeError: when ImageNet weights are asked for but are neither cached nor downloadable.
     """
@@ -172,6 +179,8 @@ def build_unetplusplus(
         _load_local_encoder_weights(model, local_path, in_channels)
     if not memory_efficient_swish and hasattr(model.encoder, "set_swish"):
         model.encoder.set_swish(memory_efficient=False)
+    if full_res_channels:
+        model = FullResolutionUNetPlusPlus(model, in_channels, decoder_channels[-1], full_res_channels, classes)
     return batchnorm_to_groupnorm(model) if norm == "group" else model
 
 
@@ -184,8 +193,8 @@ def network_from_settings(
     inference and evaluation check against ``model.json``, so the network built and the one recorded are the same.
 
     Args:
-        settings: holds :data:`NETWORK_SETTINGS` (its other keys, ``pixdim`` and ``intensity``, are the
-            preprocessing's).
+        settings: holds :data:`NETWORK_SETTINGS`, and may hold :data:`OPTIONAL_NETWORK_SETTINGS` (its other keys,
+            ``pixdim`` and ``intensity``, are the preprocessing's).
         encoder_weights: ImageNet, none or a local file (:func:`build_unetplusplus`).
         memory_efficient_swish: EfficientNet's memory-saving Swish (:func:`build_unetplusplus`).
 
@@ -203,4 +212,5 @@ def network_from_settings(
         encoder_weights=encoder_weights,
         memory_efficient_swish=memory_efficient_swish,
         **{name: settings[name] for name in NETWORK_SETTINGS},
+        **{name: settings.get(name, default) for name, default in OPTIONAL_NETWORK_SETTINGS.items()},
     )
