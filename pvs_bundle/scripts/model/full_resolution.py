@@ -15,6 +15,7 @@ The parameters keep the library's names (``encoder.*``, ``decoder.*``, ``segment
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 HEAD_PREFIX = "full_res."
@@ -46,8 +47,6 @@ class FullResolutionHead(nn.Module):
 
     def forward(self, image: Tensor, features: Tensor) -> Tensor:
         """The correction, of shape ``[B, classes, *image's spatial shape]``."""
-        import torch
-
         return self.out(self.block(torch.cat([image, features.to(image.dtype)], dim=1)))
 
 
