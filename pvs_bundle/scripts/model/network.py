@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from scripts.model.full_resolution import FullResolutionUNetPlusPlus
+from scripts.model.model_file import SETTING_DEFAULTS
 
 logger = logging.getLogger("pvs_bundle.network")
 
@@ -24,8 +25,6 @@ NORMS: tuple[str, ...] = ("batch", "group")
 MAX_GROUPS = 16
 # The model settings that build the network (the others, pixdim and intensity, are the preprocessing's).
 NETWORK_SETTINGS: tuple[str, ...] = ("encoder_name", "in_channels", "classes", "decoder_channels", "patch_size", "norm")
-# Network settings a model.json saved before they existed lacks, with the value that builds the network it was.
-OPTIONAL_NETWORK_SETTINGS: dict[str, Any] = {"full_res_channels": 0}
 
 
 def check_patch_size(patch_size: Sequence[int], name: str = "patch_size") -> list[int]:
@@ -193,8 +192,9 @@ def network_from_settings(
     inference and evaluation check against ``model.json``, so the network built and the one recorded are the same.
 
     Args:
-        settings: holds :data:`NETWORK_SETTINGS`, and may hold :data:`OPTIONAL_NETWORK_SETTINGS` (its other keys,
-            ``pixdim`` and ``intensity``, are the preprocessing's).
+        settings: holds :data:`NETWORK_SETTINGS` and may hold those of
+            :data:`~scripts.model.model_file.SETTING_DEFAULTS` (each read as its default when absent); its other
+            keys, ``pixdim`` and ``intensity``, are the preprocessing's.
         encoder_weights: ImageNet, none or a local file (:func:`build_unetplusplus`).
         memory_efficient_swish: EfficientNet's memory-saving Swish (:func:`build_unetplusplus`).
 
@@ -212,5 +212,5 @@ def network_from_settings(
         encoder_weights=encoder_weights,
         memory_efficient_swish=memory_efficient_swish,
         **{name: settings[name] for name in NETWORK_SETTINGS},
-        **{name: settings.get(name, default) for name, default in OPTIONAL_NETWORK_SETTINGS.items()},
+        **{name: settings.get(name, default) for name, default in SETTING_DEFAULTS.items()},
     )
