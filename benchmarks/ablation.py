@@ -46,23 +46,28 @@ from scripts.masks import label_components
 from scripts.training.size_rule import SIZE_CUTS_MM3, choose_min_size, detection_by_cut
 from scripts.training.threshold import MIN_REFERENCE_PVS
 
-BASE = ["augmentation#pvs_sampling=voxel", "threshold_tolerance=0"]
-"""0.10.0's recipe, which each ablated choice changes alone: patches centred by voxel, the best validation threshold."""
+BASE = ["augmentation#pvs_sampling=voxel", "threshold_tolerance=0", "full_res_channels=0"]
+"""0.10.0's recipe, which each ablated choice changes alone: patches centred by voxel, the best validation threshold,
+the library's UNet++."""
 TRAINING: dict[str, list[str]] = {
     "base": BASE,
     "skeleton_recall": [*BASE, "loss_weights#skeleton_recall=0.5"],
     "cldice": [*BASE, "loss_weights#cldice=0.5"],
     "blob": [*BASE, "loss_weights#blob=0.5"],
-    "component_sampling": ["augmentation#pvs_sampling=component", "threshold_tolerance=0"],
+    "component_sampling": ["augmentation#pvs_sampling=component", "threshold_tolerance=0", "full_res_channels=0"],
     "default": [],
     "cosine": ["lr_schedule=cosine"],
     "poly": ["lr_schedule=poly"],
     "full_res": ["full_res_channels=16"],
+    "full_res_8": ["full_res_channels=8"],
+    "plain": ["full_res_channels=0"],
 }
-"""Training variants: overrides of train.json. Each loss weight is beside dice 0.5 + bce 0.5 on :data:`BASE`;
-``default`` is train.json as it ships (0.11.0: component sampling, a threshold that leans to 0.5); ``cosine`` and
-``poly`` are ``default`` with the learning rate decayed over the CPU budget (``lr_schedule``) instead of on plateaus;
-``full_res`` is ``default`` with the head that sees the image at full resolution (``full_res_channels``)."""
+"""Training variants: overrides of train.json + demo.json. Each loss weight is beside dice 0.5 + bce 0.5 on
+:data:`BASE`; ``default`` is the demo recipe as it ships (0.11.0: component sampling, a threshold that leans to 0.5;
+0.15.0: the full-resolution head of 16 channels); ``cosine`` and ``poly`` are ``default`` with the learning rate
+decayed over the CPU budget (``lr_schedule``) instead of on plateaus; ``full_res`` sets the head that sees the image at
+full resolution (``full_res_channels``) at 16 channels (the default since 0.15.0), ``full_res_8`` at 8, and ``plain``
+removes it (the library's UNet++: the default of 0.11.0-0.14.0)."""
 POSTPROCESSING: dict[str, list[str]] = {
     "stored": ["min_pvs_mm3=0"],
     "hysteresis": ["grow_threshold={half}", "min_pvs_mm3=0"],
@@ -164,6 +169,14 @@ def train(args: argparse.Namespace, seed: int, variant: str, data: Path, datalis
     }
 
 
+def inferring_command(work: Path) -> list[str]:
+    """``run inferring`` with the demo recipe on the model in ``work``, its full-resolution head as recorded (demo.json
+    sets the recipe's, which a ``plain`` model was trained without)."""
+    model = json.loads((work / "models" / "model.json").read_text())
+    command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
+    return [*command, "--ckpt_dir", str(work / "models"), "--full_res_channels", str(model.get("full_res_channels", 0))]
+
+
 def validation_cut(data: Path, validation: list[dict], work: Path) -> float:
     """The smallest PVS kept (mm³) that the model's validation chose; for a model whose ``model.json`` lacks it
     (trained before 0.11.0), chosen the same way from the validation cases' probabilities written by inference."""
@@ -173,8 +186,8 @@ def validation_cut(data: Path, validation: list[dict], work: Path) -> float:
     out = work / "validation_probabilities"
     shutil.rmtree(out, ignore_errors=True)
     images = json.dumps([str(data / case["image"]) for case in validation])
-    command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
-    command += ["--ckpt_dir", str(work / "models"), "--input_files", images, "--output_dir", str(out)]
+    command = inferring_command(work)
+    command += ["--input_files", images, "--output_dir", str(out)]
     run_bundle([*command, "--save_probabilities", "true", "--min_pvs_mm3", "0"], work / "inference_validation.log")
     counts, reference_pvs = np.zeros((len(SIZE_CUTS_MM3), 3), dtype=np.int64), 0
     for case in validation:
@@ -196,8 +209,7 @@ def infer(variant: str, data: Path, test: list[dict], work: Path, validation: li
     if any("{validation}" in item for item in overrides):
         cut = validation_cut(data, validation, work)
         overrides = [item.replace("{validation}", f"{cut:g}") for item in overrides]
-    command = ["run", "inferring", "--config_file", "['configs/inference.json','configs/demo.json']"]
-    command += ["--ckpt_dir", str(work / "models"), "--input_files", images, "--output_dir", str(out)]
+    command = [*inferring_command(work), "--input_files", images, "--output_dir", str(out)]
     run_bundle([*command, *recipe_overrides(overrides)], work / f"inference_{variant}.log")
     return {case["id"]: out / (output_stem(Path(case["image"])) + MASK_SUFFIX) for case in test}
 
