@@ -12,6 +12,7 @@ from test_data_check import damage, image_path, mask_path, truncate
 
 from scripts.data.check.run import check_dataset
 from scripts.data.demo import generate_dataset
+from scripts.model.full_resolution import FullResolutionUNetPlusPlus
 
 SHAPE = (64, 80, 72)
 
@@ -41,6 +42,11 @@ def test_demo_overlay_parses_and_creates_its_dataset_once_whatever_the_output_di
     assert sum(len(datalist[k]) for k in ("training", "validation", "test")) >= 3
     network = parser.get_parsed_content("network_def")
     assert not any("BatchNorm" in type(m).__name__ for m in network.modules())  # demo.json's norm: group
+    # demo.json's full-resolution head (0.15.0), its norm the network's: a GroupNorm after each of its convolutions
+    assert isinstance(network, FullResolutionUNetPlusPlus)
+    assert parser.get_parsed_content("model_settings")["full_res_channels"] == 16
+    assert [type(m).__name__ for m in network.full_res.block] == ["Conv3d", "GroupNorm", "ReLU"] * 2
+    assert network.full_res.block[0].out_channels == 16
     assert parser.get_parsed_content("patch_size") == [32, 32, 32]
 
 
