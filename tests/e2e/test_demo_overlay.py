@@ -48,6 +48,12 @@ def test_demo_overlay_parses_and_creates_its_dataset_once_whatever_the_output_di
     assert [type(m).__name__ for m in network.full_res.block] == ["Conv3d", "GroupNorm", "ReLU"] * 2
     assert network.full_res.block[0].out_channels == 16
     assert parser.get_parsed_content("patch_size") == [32, 32, 32]
+    # in-training validation on windows that overlap by a quarter (0.16.0); evaluation and inference keep a half
+    assert parser.get_parsed_content("validate#window_inferer").overlap == 0.25
+    assert parser.get_parsed_content("sw_overlap") == 0.5
+    plain = ConfigParser()
+    plain.read_config([str(CONFIGS / "train.json")])
+    assert plain.get_parsed_content("validate#window_inferer").overlap == 0.5  # train.json's validation: sw_overlap
 
 
 def _plant(root, demo_dataset):
