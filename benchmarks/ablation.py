@@ -13,6 +13,10 @@ For every seed (two by default):
    fragmentation (predicted components per reference PVS), extra components split into fragments and specks, and
    count agreement (ICC(A,1)) over the test cases.
 
+With ``--extra_test N``, every model is also scored on N more subjects drawn with the same PVS setting and the seed
+plus 1000 (never trained, validated or tuned on; all of them test), under the post-processing name followed by
+``+N``: a count ICC over 4 test scans whose counts lie close together says little, and more scans say more.
+
 Prints one table (variant, seed, CPU minutes, steps, the metrics) and writes every figure, the settings and the
 machine to ``OUT/ablation.json``. A run keeps what an earlier one wrote there and skips the variants it finds done
 (delete ``OUT`` to start over), so variants can be added later. Run alone on a quiet machine::
@@ -37,6 +41,7 @@ from cpu_recipe import BUDGET_LINE, recipe_overrides, run_bundle, write_datalist
 
 from scripts.agreement import cohort_agreement
 from scripts.cpu import available_cores
+from scripts.data.datalist import find_pairs
 from scripts.data.demo import MARKER_NAME, PVSSettings, generate_dataset
 from scripts.evaluation.case_metrics import case_metrics
 from scripts.evaluation.summary import by_reference, summarize
@@ -94,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pvs_count", type=int, nargs=2, default=[60, 200], help="PVS per brain, low high")
     parser.add_argument("--shape", type=int, nargs=3, default=[96, 96, 64], help="volume shape in voxels at 0.8 mm")
     parser.add_argument("--n_subjects", type=int, default=12, help="subjects: 5 train, 1 validate, the rest test")
+    parser.add_argument("--extra_test", type=int, default=0, help="more test subjects per seed (seed + 1000)")
     parser.add_argument("--out", type=Path, default=Path("ablation_benchmark"), help="folder of all outputs")
     args = parser.parse_args(argv)
     args.train = [v.strip() for v in args.train.split(",") if v.strip()]
@@ -199,9 +205,12 @@ def validation_cut(data: Path, validation: list[dict], work: Path) -> float:
     return choose_min_size(SIZE_CUTS_MM3, counts, reference_pvs, MIN_REFERENCE_PVS)["min_pvs_mm3"]
 
 
-def infer(variant: str, data: Path, test: list[dict], work: Path, validation: list[dict]) -> dict[str, Path]:
-    """Segment the test images with the variant's post-processing; return the mask of each case."""
-    out = work / f"test_{variant}"
+def infer(
+    variant: str, data: Path, test: list[dict], work: Path, validation: list[dict], name: str | None = None
+) -> dict[str, Path]:
+    """Segment the test images with the variant's post-processing (into ``test_NAME``, the variant's name unless
+    ``name`` is given); return the mask of each case."""
+    out = work / f"test_{name or variant}"
     shutil.rmtree(out, ignore_errors=True)
     images = json.dumps([str(data / case["image"]) for case in test])
     half = json.loads((work / "models" / "model.json").read_text())["threshold"] / 2
@@ -228,6 +237,23 @@ SHOWN = (
     *(m.replace("dice_", "") for m in VOXEL_ERROR_METRICS),
 )
 """Printed per run and as means over seeds; runs scored before 0.13.0 lack the ``lost_*`` shares (printed nan)."""
+
+
+def extra_test_set(data: Path, n_subjects: int, shape: list[int], seed: int, pvs: PVSSettings) -> list[dict]:
+    """``n_subjects`` held-out subjects of the demo generator with ``pvs`` and ``seed`` in ``data`` (written unless
+    already there with these settings), every one a test case: those without PVS too (scored apart, as in the split).
+    """
+    wanted = {"seed": seed, "shape": list(shape), "n_subjects": n_subjects}
+    wanted["pvs"] = {"diameter_median_mm": pvs.diameter_median_mm, "count_range": list(pvs.count_range)}
+    marker = json.loads((data / MARKER_NAME).read_text()) if (data / MARKER_NAME).is_file() else {}
+    if {k: marker.get(k) for k in wanted} != wanted:
+        generate_dataset(data, n_subjects, list(shape), seed, overwrite=True, pvs=pvs)
+    with_pvs, report = find_pairs(data)
+    empty = []
+    for label in sorted(report.empty_masks):
+        subject = Path(label).parent.name
+        empty.append({"image": f"{subject}/anat/{subject}_T2w.nii.gz", "label": label, "id": subject})
+    return sorted(with_pvs + empty, key=lambda case: case["id"])
 
 
 def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
@@ -291,6 +317,8 @@ def main() -> None:
         datalist_file = args.out / f"datalist_{seed}.json"
         datalist = write_datalist(data, datalist_file, seed)
         test = datalist["test"]
+        extra_data = args.out / f"data_{seed}_extra"
+        extra = extra_test_set(extra_data, args.extra_test, args.shape, seed + 1000, pvs) if args.extra_test else []
         for variant in args.train:
             key, work = f"{variant}@{seed}", args.out / f"{variant}_{seed}"
             run = results["runs"].get(key)
@@ -301,6 +329,11 @@ def main() -> None:
             for post in args.post:
                 if post not in run["post"]:
                     run["post"][post] = score(infer(post, data, test, work, datalist["validation"]), data, test)
+                    report_file.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+                name = f"{post}+{len(extra)}"
+                if extra and name not in run["post"]:
+                    masks = infer(post, extra_data, extra, work, datalist["validation"], name)
+                    run["post"][name] = score(masks, extra_data, extra)
                     report_file.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
     print_table(results)
     print(f"Wrote {report_file}")

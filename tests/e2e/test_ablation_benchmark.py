@@ -83,3 +83,18 @@ def test_cases_without_pvs_are_reported_apart(tmp_path: Path):
     assert scores["dice_with_pvs"] == pytest.approx(first)
     assert scores["dice"] == pytest.approx((first + 0.0 + 1.0) / 3)
     assert scores["pvs_free_cases"] == 2 and scores["pvs_in_pvs_free"] == 1
+
+
+def test_extra_test_set_holds_every_subject_and_is_written_once(tmp_path: Path):
+    """``--extra_test``: the held-out subjects of one setting, all of them test cases (those without PVS too), written
+    once for the same settings and again for another seed."""
+    pvs = ablation.PVSSettings(0.9, (40, 150))
+    data = tmp_path / "data_3_extra"
+    cases = ablation.extra_test_set(data, 3, [48, 56, 40], 1003, pvs)
+    assert [case["id"] for case in cases] == ["sub-001", "sub-002", "sub-003"]
+    assert all((data / case["image"]).is_file() and (data / case["label"]).is_file() for case in cases)
+    stamp = (data / cases[0]["image"]).stat().st_mtime_ns
+    assert ablation.extra_test_set(data, 3, [48, 56, 40], 1003, pvs) == cases
+    assert (data / cases[0]["image"]).stat().st_mtime_ns == stamp  # the same settings: not written again
+    ablation.extra_test_set(data, 3, [48, 56, 40], 1004, pvs)
+    assert (data / cases[0]["image"]).stat().st_mtime_ns != stamp  # another seed: written anew
