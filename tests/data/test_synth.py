@@ -16,7 +16,7 @@ from scripts.data.synth.dataset import (
     ensure_validation_set,
     synthetic_datalist,
 )
-from scripts.data.synth.render import RandSynthPatchesd, Scan, draw_scan, render_region, render_volume
+from scripts.data.synth.render import FINE_RANGE_MM, RandSynthPatchesd, Scan, draw_scan, render_region, render_volume
 
 SMALL = (48, 56, 48)
 
@@ -118,6 +118,29 @@ def test_families_can_be_restricted():
     assert {make(data)[0]["contrast"] for _ in range(4)} == {"T1w"}
     with pytest.raises(ValueError, match="family must be one of"):
         draw_scan(np.random.default_rng(0), "PD")
+
+
+def test_fine_fraction_renders_at_fine_isotropic_voxels_and_leaves_the_default_stream_alone():
+    drawn = label_map(4, SMALL)
+    data = {"labels": drawn.labels[None], "pv": drawn.pv[None], "centres": drawn.centres}
+    default = [RandSynthPatchesd([32, 32, 32], num_samples=1).set_random_state(s)(data)[0] for s in range(12)]
+    zero = [
+        RandSynthPatchesd([32, 32, 32], num_samples=1, fine_fraction=0.0).set_random_state(s)(data)[0]
+        for s in range(12)
+    ]
+    assert [p["voxel_mm"] for p in default] == [p["voxel_mm"] for p in zero]  # 0: the shipped model's draws
+    assert all(np.array_equal(a["image"].numpy(), b["image"].numpy()) for a, b in zip(default, zero, strict=True))
+    coarse = [max(p["voxel_mm"]) > FINE_RANGE_MM[1] for p in default]
+    assert sum(coarse) >= 6  # most default draws are coarser than the fine range
+    fine = [
+        RandSynthPatchesd([32, 32, 32], num_samples=1, fine_fraction=1.0).set_random_state(s)(data)[0]
+        for s in range(12)
+    ]
+    for patch in fine:
+        voxel = patch["voxel_mm"]
+        assert voxel[0] == voxel[1] == voxel[2] and FINE_RANGE_MM[0] <= voxel[0] <= FINE_RANGE_MM[1]
+    with pytest.raises(ValueError, match="fine_fraction"):
+        RandSynthPatchesd([32, 32, 32], fine_fraction=1.5)
 
 
 def test_render_region_pads_outside_the_map():

@@ -13,7 +13,8 @@ Every rendering draws a new scanner and contrast (:func:`draw_scan`):
   acquired voxels at least half filled with PVS, brought back by nearest neighbour (the acquired grid's blocks); 2
   the PVS's own extent on the 0.8 mm grid (partial volume at least one half) within one 0.8 mm voxel of such an
   acquired voxel (a PVS too thin for the acquisition is not labelled; one it sees is labelled at its true width).
-  Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid), unblurred, where both rules agree;
+  Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid), unblurred, where both rules agree.
+  ``fine_fraction`` (default 0) renders that share of label maps at an isotropic voxel of 0.6–0.9 mm instead;
 - a smooth multiplicative bias field, a gamma curve, now and then a faint shifted replica (ghosting/motion), and one
   time in four a skull-stripped head (air, skull and scalp set to zero).
 
@@ -38,6 +39,7 @@ from scripts.data.synth.anatomy import CLASSES, N_CLASSES, VOXEL_MM
 FAMILIES: tuple[str, ...] = ("T2w", "T1w", "FLAIR", "random")
 FAMILY_WEIGHTS: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
 VOXEL_RANGE_MM = (0.6, 1.5)
+FINE_RANGE_MM = (0.6, 0.9)  # the fine acquisitions ``fine_fraction`` adds: isotropic, at or near the 0.8 mm grid
 LABEL_RULES = (1, 2)  # see the module docstring; recorded with a model as ``synthetic_label_rule``
 DEFAULT_LABEL_RULE = 1
 _MARGIN = 6
@@ -278,10 +280,10 @@ class RandSynthPatchesd(Randomizable, MapTransform):
     """Render ``num_samples`` training patches of a label map, each with the same drawn scan.
 
     Input keys: ``labels``, ``pv`` and ``centres`` (from :class:`scripts.data.synth.dataset.SynthLabelMapd`).
-    Output: a list of ``{"image", "label"}`` (float32 tensors of shape (1, *patch_size)) and ``"contrast"`` (the
-    family). A patch is centred on a PVS with probability ``pos / (pos + neg)``: on a tube drawn uniformly among the
-    map's tubes (so small PVS are sampled as often as large ones), shifted by up to a quarter patch; else anywhere in
-    the head.
+    Output: a list of ``{"image", "label"}`` (float32 tensors of shape (1, *patch_size)), ``"contrast"`` (the
+    family) and ``"voxel_mm"`` (the acquisition's voxel size). A patch is centred on a PVS with probability
+    ``pos / (pos + neg)``: on a tube drawn uniformly among the map's tubes (so small PVS are sampled as often as large
+    ones), shifted by up to a quarter patch; else anywhere in the head.
 
     Args:
         patch_size: the patch size in voxels.
@@ -290,6 +292,11 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         neg: weight of patches anywhere in the head.
         families: the contrast families to draw from (None: all, with :data:`FAMILY_WEIGHTS`).
         label_rule: how the label follows the acquisition (:data:`LABEL_RULES`, module docstring).
+        fine_fraction: the share of label maps rendered at an isotropic voxel of :data:`FINE_RANGE_MM` instead of
+            :func:`draw_voxel_size`'s (0: every voxel size drawn by it, as the shipped model was trained).
+
+    Raises:
+        ValueError: for an unknown ``label_rule`` or a ``fine_fraction`` outside [0, 1].
     """
 
     def __init__(
@@ -300,9 +307,13 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         neg: float = 1.0,
         families: Sequence[str] | None = None,
         label_rule: int = DEFAULT_LABEL_RULE,
+        fine_fraction: float = 0.0,
     ) -> None:
         MapTransform.__init__(self, ("labels", "pv", "centres"))
         self.label_rule = check_label_rule(label_rule)
+        if not 0.0 <= float(fine_fraction) <= 1.0:
+            raise ValueError(f"synth#fine_fraction must lie in [0, 1], not {fine_fraction!r}.")
+        self.fine_fraction = float(fine_fraction)
         self.patch_size = np.array([int(s) for s in patch_size])
         self.num_samples = int(num_samples)
         self.pos_probability = float(pos) / float(pos + neg)
@@ -328,7 +339,10 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         centres = np.asarray(data["centres"], dtype=np.float32).reshape(-1, 3)
         rng = np.random.default_rng(self.R.randint(2**32))  # MONAI seeds self.R (a RandomState) per worker
         family = str(rng.choice(self.families)) if self.families is not None else None
-        scan = draw_scan(rng, family)
+        voxel = None
+        if self.fine_fraction and rng.random() < self.fine_fraction:  # no draw at 0: the generator's stream unchanged
+            voxel = (float(rng.uniform(*FINE_RANGE_MM)),) * 3
+        scan = draw_scan(rng, family, voxel)
         window = intensity_window(labels, scan, rng)
         out = []
         for _ in range(self.num_samples):
@@ -340,6 +354,7 @@ class RandSynthPatchesd(Randomizable, MapTransform):
                     "image": torch.from_numpy(image[None]),
                     "label": torch.from_numpy(label[None]),
                     "contrast": scan.family,
+                    "voxel_mm": scan.voxel_mm,
                 }
             )
         return out
