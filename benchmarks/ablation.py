@@ -37,7 +37,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from cpu_recipe import BUDGET_LINE, recipe_overrides, run_bundle, write_datalist  # puts the bundle root on sys.path
+from cpu_recipe import (  # puts the bundle root on sys.path
+    BUDGET_LINE,
+    pvs_free_cases,
+    recipe_overrides,
+    run_bundle,
+    write_datalist,
+)
 
 from scripts.agreement import cohort_agreement
 from scripts.cpu import available_cores
@@ -249,11 +255,7 @@ def extra_test_set(data: Path, n_subjects: int, shape: list[int], seed: int, pvs
     if {k: marker.get(k) for k in wanted} != wanted:
         generate_dataset(data, n_subjects, list(shape), seed, overwrite=True, pvs=pvs)
     with_pvs, report = find_pairs(data)
-    empty = []
-    for label in sorted(report.empty_masks):
-        subject = Path(label).parent.name
-        empty.append({"image": f"{subject}/anat/{subject}_T2w.nii.gz", "label": label, "id": subject})
-    return sorted(with_pvs + empty, key=lambda case: case["id"])
+    return sorted(with_pvs + pvs_free_cases(report.empty_masks), key=lambda case: case["id"])
 
 
 def mean_over_seeds(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, float]]:

@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def pvs_free_cases(empty_masks: Iterable[str]) -> list[dict]:
+    """The datalist cases of the subjects whose mask holds no PVS (``find_pairs``'s report): test cases only."""
+    cases = []
+    for label in sorted(empty_masks):
+        subject = Path(label).parent.name
+        cases.append({"image": f"{subject}/anat/{subject}_T2w.nii.gz", "label": label, "id": subject})
+    return cases
+
+
 def write_datalist(dataset_dir: Path, datalist_file: Path, seed: int) -> dict[str, list[dict]]:
     """Split the subjects with PVS 5 / 1 / rest (shuffled with ``seed``); those without PVS are tested only.
 
@@ -120,10 +130,7 @@ def write_datalist(dataset_dir: Path, datalist_file: Path, seed: int) -> dict[st
         )
     order = np.random.default_rng(seed).permutation(len(with_pvs))
     shuffled = [with_pvs[i] for i in order]
-    empty = []
-    for label in sorted(report.empty_masks):
-        subject = Path(label).parent.name
-        empty.append({"image": f"{subject}/anat/{subject}_T2w.nii.gz", "label": label, "id": subject})
+    empty = pvs_free_cases(report.empty_masks)
     datalist = {
         "training": shuffled[:N_TRAINING],
         "validation": shuffled[N_TRAINING:n_needed],

@@ -88,6 +88,27 @@ def test_release_halves_and_hashes_the_weights(trained, tmp_path):
     }
 
 
+def test_release_stores_the_size_rule_inference_and_evaluation_apply_by_default(trained, tmp_path):
+    proc = release(trained, tmp_path / "sized", "--min_pvs_mm3", "auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path = tmp_path / "sized/model.json"
+    saved = json.loads(path.read_text())
+    assert saved["defaults"] == {"min_pvs_mm3": "auto"}
+    path.write_text(json.dumps({**saved, "min_pvs_mm3": 2.0}))  # as a validation that chose 2 mm³ would store
+    for files in (["inference.json"], ["train.json", "evaluate.json"]):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / f) for f in files])
+        parser.update({"bundle_root": str(BUNDLE_ROOT), "model_file": str(tmp_path / "sized/model.pt")})
+        assert parser.get_parsed_content("resolved_min_pvs_mm3") == 2.0, files
+        parser["min_pvs_mm3"] = 0  # the command line still wins
+        assert parser.get_parsed_content("resolved_min_pvs_mm3") == 0.0, files
+    plain = release(trained, tmp_path / "plain")
+    assert plain.returncode == 0 and "defaults" not in json.loads((tmp_path / "plain/model.json").read_text())
+    bad = release(trained, tmp_path / "bad", "--min_pvs_mm3", "big")
+    assert bad.returncode != 0 and "--min_pvs_mm3 must be 'auto' or a number >= 0, not 'big'" in bad.stderr
+    assert not (tmp_path / "bad/model.pt").exists()
+
+
 def test_warm_start_continues_and_keeps_the_cpu_record(trained, tmp_path):
     assert release(trained, tmp_path / "first").returncode == 0
     second = tmp_path / "second"

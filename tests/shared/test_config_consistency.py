@@ -49,6 +49,7 @@ SHARED_WITH_EVALUATION = [
     "resolved_tta",
     "tta_axes",
     "min_pvs_voxels",
+    "min_pvs_mm3",
     "grow_threshold",
     "threshold_on",
     "contrasts",

@@ -193,6 +193,33 @@ def resolve_threshold(value: str | float, model_file: str | Path) -> float:
     return float(stored)
 
 
+def release_default(model_file: str | Path, key: str, fallback: Any) -> Any:
+    """A test-time setting's default: the one the model's release recommends, else ``fallback``.
+
+    A released model (:mod:`scripts.model.release`) may store under ``"defaults"`` in ``model.json`` the test-time
+    settings it was judged with (the shipped model: ``{"min_pvs_mm3": "auto"}``), so that ``inference.json``'s
+    defaults run it as its figures were measured. An override on the command line still wins.
+
+    Args:
+        model_file: the model file whose ``model.json`` may store defaults.
+        key: the setting, as the configs name it.
+        fallback: the default of a model whose release stores none.
+
+    Returns:
+        The stored default, or ``fallback``.
+
+    Raises:
+        BundleError: if ``model.json`` stores ``"defaults"`` that is not a JSON object.
+    """
+    stored = (read_settings(model_file) or {}).get("defaults", {})
+    if not isinstance(stored, dict):
+        raise BundleError(f"{settings_file(model_file)} must store defaults as a JSON object, not {stored!r}.")
+    if key in stored:
+        logger.info("%s %s by default (the release's, stored in %s).", key, stored[key], settings_file(model_file))
+        return stored[key]
+    return fallback
+
+
 def resolve_min_pvs_mm3(value: str | float, model_file: str | Path) -> float:
     """The smallest PVS kept (mm³): ``value`` itself, or for ``"auto"`` the one stored with the model.
 

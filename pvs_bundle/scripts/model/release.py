@@ -9,6 +9,8 @@ before every load),
 ``weights_dtype``, ``licence`` and ``training`` (the command, its epochs and CPU minutes, the best validation
 metrics, the machine, and the runs it continued from). A model released from a run that warm-started from an
 earlier release adds that release's training to ``training.continued_from``, so the total CPU time stays on record.
+``--min_pvs_mm3 auto`` (or a number) stores it under ``defaults``: inference and evaluation then apply it unless told
+otherwise (:func:`scripts.model.model_file.release_default`), so the model runs as its figures were measured.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ from scripts.model.model_file import read_settings, settings_file
 from scripts.model.network import check_patch_size
 
 WEIGHTS_LICENCE = "Apache-2.0 (the weights, like the code; trained on synthetic data only)"
+
+
+def resolve_default_size(value: str | float) -> str | float:
+    """``"auto"`` or a volume in mm³ >= 0 (a command line's string read as a number); else ValueError naming it."""
+    if value == "auto":
+        return value
+    try:
+        volume = float(value)
+    except (TypeError, ValueError):
+        volume = -1.0
+    if volume < 0.0:
+        raise ValueError(f"--min_pvs_mm3 must be 'auto' or a number >= 0, not {value!r}.")
+    return volume
 
 
 def cpu_name() -> str:
@@ -52,6 +67,7 @@ def release(
     continued_from: str | Path | None = None,
     sw_roi_size: Sequence[int] = (64, 64, 64),
     sw_overlap: float = 0.25,
+    min_pvs_mm3: str | float | None = None,
 ) -> dict[str, Any]:
     """Write the released model and its description; return the description.
 
@@ -64,13 +80,17 @@ def release(
         sw_roi_size: the sliding window inference runs the model with (multiples of 32; 64³ measured for the
             shipped model in 0.7.1: 4.6 times faster than 32³ on a CPU).
         sw_overlap: the windows' overlap.
+        min_pvs_mm3: the smallest-PVS setting inference and evaluation use by default (``"auto"``: the one training's
+            validation chose and stored), or None to leave their default (0, every PVS kept).
 
     Returns:
         The description written to ``out_dir/model.json``.
 
     Raises:
         FileNotFoundError: when the checkpoint, its settings or the history is missing.
+        ValueError: when ``min_pvs_mm3`` is neither ``"auto"`` nor a number >= 0 (before anything is written).
     """
+    defaults = {"min_pvs_mm3": resolve_default_size(min_pvs_mm3)} if min_pvs_mm3 is not None else {}
     source = Path(ckpt_dir) / "model.pt"
     settings = read_settings(source)
     if settings is None:
@@ -104,6 +124,7 @@ def release(
         **settings,
         "sw_roi_size": check_patch_size(sw_roi_size, "sw_roi_size"),
         "sw_overlap": float(sw_overlap),
+        **({"defaults": defaults} if defaults else {}),
         "weights_dtype": "float16",
         "sha256": sha256_file(target),
         "licence": WEIGHTS_LICENCE,
@@ -124,9 +145,17 @@ def main() -> None:
     parser.add_argument("--continued_from", default=None)
     parser.add_argument("--sw_roi_size", type=int, nargs=3, default=[64, 64, 64])
     parser.add_argument("--sw_overlap", type=float, default=0.25)
+    parser.add_argument("--min_pvs_mm3", default=None, help="'auto' or mm³: the size rule applied by default")
     args = parser.parse_args()
     description = release(
-        args.ckpt_dir, args.history, args.out_dir, args.command, args.continued_from, args.sw_roi_size, args.sw_overlap
+        args.ckpt_dir,
+        args.history,
+        args.out_dir,
+        args.command,
+        args.continued_from,
+        args.sw_roi_size,
+        args.sw_overlap,
+        args.min_pvs_mm3,
     )
     print(json.dumps({k: description[k] for k in ("sha256", "total_cpu_hours", "training")}, indent=2))
 
