@@ -197,7 +197,7 @@ def release_default(model_file: str | Path, key: str, fallback: Any) -> Any:
     """A test-time setting's default: the one the model's release recommends, else ``fallback``.
 
     A released model (:mod:`scripts.model.release`) may store under ``"defaults"`` in ``model.json`` the test-time
-    settings it was judged with (the shipped model: ``{"min_pvs_mm3": "auto"}``), so that ``inference.json``'s
+    settings it was judged with (such as ``{"min_pvs_mm3": "auto"}``), so that ``inference.json``'s
     defaults run it as its figures were measured. An override on the command line still wins.
 
     Args:
