@@ -191,5 +191,46 @@ def test_datalist_alone_and_mixed():
 
 def test_label_map_transform_adds_the_map():
     out = SynthLabelMapd(SMALL)({"seed": 2, "source": "synthetic"})
-    assert out["labels"].shape == (1, *SMALL) and out["pv"].shape == (1, *SMALL)
+    assert out["labels"].shape == (1, *SMALL) and out["pv"].shape == (1, *SMALL) and out["csf"].shape == (1, *SMALL)
     assert out["source"] == "synthetic" and out["centres"].shape[1] == 3
+    old = SynthLabelMapd(SMALL, version=2)({"seed": 2})
+    assert not np.array_equal(out["labels"], old["labels"])  # each version draws its own maps
+    with pytest.raises(ValueError, match="synth#generator_version"):
+        SynthLabelMapd(SMALL, version=4)
+
+
+def test_version_3_keeps_the_csf_fraction_and_version_2_its_whole_classes():
+    new, old = label_map(5, SMALL), label_map(5, SMALL, version=2)
+    assert new.version == 3 and old.version == 2 and new.csf.dtype == np.uint8 and new.csf.shape == SMALL
+    assert np.array_equal(old.csf, np.where(old.labels == CLASSES["csf"], 255, 0))
+    cortex = new.csf[new.labels == CLASSES["cortex"]]
+    assert 0 < cortex.max() < 255 and (cortex > 0).mean() > 0.2  # sulcal CSF below a voxel's largest fraction
+    assert not new.csf[np.isin(new.labels, (CLASSES["air"], CLASSES["skull"], CLASSES["lesion"]))].any()
+    with pytest.raises(ValueError, match="generator_version"):
+        label_map(5, SMALL, version=1)
+
+
+def test_csf_partial_volume_brightens_cortex_on_t2w_and_darkens_it_on_flair():
+    drawn = label_map(5, SMALL)
+    partial = (drawn.labels == CLASSES["cortex"]) & (drawn.csf >= 80) & (drawn.pv == 0)
+    pure = (drawn.labels == CLASSES["cortex"]) & (drawn.csf <= 3) & (drawn.pv == 0)
+    assert partial.sum() > 50 and pure.sum() > 50
+    for family, sign in (("T2w", 1), ("FLAIR", -1)):
+        scan = plain_scan(family)
+        mixed, _ = render_volume(drawn.labels, drawn.pv, scan, np.random.default_rng(0), csf=drawn.csf)
+        whole, _ = render_volume(drawn.labels, drawn.pv, scan, np.random.default_rng(0))
+        assert sign * (mixed[partial].mean() - mixed[pure].mean()) > 0.05, family
+        assert abs(whole[partial].mean() - whole[pure].mean()) < 0.05, family  # whole classes: no sulcal CSF
+
+
+def test_version_2_renders_as_before_its_csf_fraction_existed():
+    drawn = label_map(4, SMALL, version=2)
+    for family in ("T2w", "FLAIR"):
+        scan = draw_scan(np.random.default_rng(1), family, (1.1, 1.1, 1.1))
+        with_csf = render_volume(drawn.labels, drawn.pv, scan, np.random.default_rng(2), csf=drawn.csf)
+        without = render_volume(drawn.labels, drawn.pv, scan, np.random.default_rng(2))
+        assert all(np.array_equal(a, b) for a, b in zip(with_csf, without, strict=True))
+    data = {"labels": drawn.labels[None], "pv": drawn.pv[None], "centres": drawn.centres}
+    a = RandSynthPatchesd([32, 32, 32], num_samples=1).set_random_state(3)(data)[0]
+    b = RandSynthPatchesd([32, 32, 32], num_samples=1).set_random_state(3)({**data, "csf": drawn.csf[None]})[0]
+    assert np.array_equal(a["image"].numpy(), b["image"].numpy())

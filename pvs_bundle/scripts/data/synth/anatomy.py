@@ -14,6 +14,12 @@ white matter they run radially from the brain's centre (centrum semiovale), in t
 vertically (basal ganglia), none touching another; from 0 to about 300 per field of view. Their partial volume
 (fraction of each voxel inside a tube, one-voxel linear ramp) is kept as uint8 (0-255), so the label can follow the
 partial volume on whatever grid an image is later acquired at (:mod:`scripts.data.synth.render`).
+
+Since version 3 a map also keeps the CSF fraction of every voxel of the brain (uint8, 0-255): the renderer mixes
+CSF into the tissue a voxel is labelled with, so the CSF of sulci narrower than a voxel, which is never a voxel's
+largest fraction, shows in cortex as it does in an MR image. Version 2 (``version=2``, the generator the stages in
+``candidates/`` up to ``issue26-stage2`` were trained on) keeps whole-class voxels: its CSF fraction is 255 where the
+class is CSF and 0 elsewhere, which renders exactly as version 2 did.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ CLASSES: dict[str, int] = {
     "lesion": 7,
 }
 N_CLASSES = len(CLASSES)
-GENERATOR_VERSION = 2
-"""Bump when a seed's label map changes (2: wider PVS, more of them)."""
+GENERATOR_VERSION = 3
+"""Bump when a seed's label map changes (2: wider PVS, more of them; 3: CSF partial volume in the brain)."""
+GENERATOR_VERSIONS = (2, 3)
+"""The versions :func:`label_map` can still draw (a model's ``generator.version`` names one)."""
 BRAIN_CENTRE_MNI = np.array([0.0, -18.0, 8.0])
 _FOV_CENTRE_BOX_MNI = ((-35.0, 35.0), (-60.0, 35.0), (-15.0, 45.0))
 """Where the centre of a field of view is drawn (MNI mm): mostly the cerebrum, sometimes reaching its surface."""
@@ -58,12 +66,16 @@ class LabelMap:
         pv: uint8 PVS partial volume, 0-255.
         centres: (n, 3) float voxel coordinates of each PVS's midpoint.
         seed: the seed it was drawn from.
+        csf: uint8 CSF fraction, 0-255 (version 2: 255 where the class is CSF, else 0).
+        version: the generator version it was drawn with.
     """
 
     labels: np.ndarray
     pv: np.ndarray
     centres: np.ndarray
     seed: int
+    csf: np.ndarray
+    version: int = GENERATOR_VERSION
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -130,11 +142,13 @@ def _sample(volume: np.ndarray, voxels: np.ndarray, order: int = 1) -> np.ndarra
     return ndimage.map_coordinates(volume, voxels, order=order, mode="constant", cval=0.0)
 
 
-def tissue_classes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def tissue_classes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw the tissue classes of a random field of view.
 
     Returns:
-        The uint8 classes, and the frame (3 x 4): the voxel-to-MNI linear part and the brain centre's voxel position.
+        The uint8 classes; the frame (3 x 4): the voxel-to-MNI linear part and the brain centre's voxel position; and
+        the float32 CSF fraction (inside the brain that of the template, 1 in the CSF around it, 0 elsewhere and in
+        lesions).
     """
     tissue = _tissue()
     points, frame = _template_points(rng, shape)
@@ -159,9 +173,12 @@ def tissue_classes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tup
     labels[shell & (outside < rim)] = CLASSES["csf"]
     labels[shell & (outside >= rim) & (outside < rim + skull)] = CLASSES["skull"]
     labels[shell & (outside >= rim + skull) & (outside < rim + skull + scalp)] = CLASSES["scalp"]
+    fraction = np.where(inside, csf, (labels == CLASSES["csf"]).astype(np.float32)).astype(np.float32)
     labels = labels.reshape(shape)
     _add_lesions(rng, labels)
-    return labels, frame
+    fraction = fraction.reshape(shape)
+    fraction[labels == CLASSES["lesion"]] = 0.0
+    return labels, frame, fraction
 
 
 def _add_lesions(rng: np.random.Generator, labels: np.ndarray) -> None:
@@ -276,30 +293,42 @@ def draw_pvs(
     return pv, np.array(centres, dtype=np.float32).reshape(-1, 3)
 
 
-def label_map(seed: int, shape: Sequence[int] = (96, 112, 96), max_pvs: int = 150) -> LabelMap:
-    """Draw one label map from a seed (the same seed gives the same map in any process).
+def check_version(version: int) -> int:
+    """Return ``version`` if :func:`label_map` can draw it; else raise ValueError naming the setting."""
+    if isinstance(version, bool) or version not in GENERATOR_VERSIONS:
+        raise ValueError(f"synth#generator_version must be one of {GENERATOR_VERSIONS}, not {version!r}.")
+    return int(version)
+
+
+def label_map(
+    seed: int, shape: Sequence[int] = (96, 112, 96), max_pvs: int = 150, version: int = GENERATOR_VERSION
+) -> LabelMap:
+    """Draw one label map from a seed (the same seed and version give the same map in any process).
 
     Args:
         seed: the map's seed.
         shape: the field of view in voxels at 0.8 mm (each at least 32).
         max_pvs: the most tubes a map may hold; each map draws its count log-uniformly up to it, and one in ten
             holds none.
+        version: the generator version (:data:`GENERATOR_VERSIONS`; module docstring).
 
     Returns:
         The label map.
 
     Raises:
-        ValueError: on a bad shape or seed.
+        ValueError: on a bad shape, seed or version.
     """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, not {seed!r}.")
+    version = check_version(version)
     dims = tuple(int(s) for s in shape)
     if len(dims) != 3 or min(dims) < 32:
         raise ValueError(f"shape must be three sizes of at least 32 voxels, not {list(shape)}.")
-    anatomy_rng, pvs_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, seed]).spawn(2)
-    )
-    labels, frame = tissue_classes(anatomy_rng, dims)
+    anatomy_rng, pvs_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([int(version), seed]).spawn(2))
+    labels, frame, csf = tissue_classes(anatomy_rng, dims)
+    if version == 2:
+        csf = (labels == CLASSES["csf"]).astype(np.float32)
     n_pvs = 0 if pvs_rng.random() < 0.1 else int(np.exp(pvs_rng.uniform(np.log(min(10, max_pvs)), np.log(max_pvs))))
     pv, centres = draw_pvs(pvs_rng, labels, frame, n_pvs)
-    return LabelMap(labels, np.rint(pv * 255).astype(np.uint8), centres, int(seed))
+    pv8, csf8 = (np.rint(v * 255).astype(np.uint8) for v in (pv, csf))
+    return LabelMap(labels, pv8, centres, int(seed), csf8, int(version))

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 from monai.transforms import Compose, MapTransform, Randomizable
 
-from scripts.data.synth.anatomy import GENERATOR_VERSION, VOXEL_MM, label_map
+from scripts.data.synth.anatomy import GENERATOR_VERSION, VOXEL_MM, check_version, label_map
 from scripts.data.synth.render import draw_scan, render_volume
 from scripts.io import atomic_write_json
 from scripts.nifti import write_nifti_gz
@@ -40,22 +40,32 @@ SOURCE_KEY = "source"
 
 
 class SynthLabelMapd(MapTransform):
-    """Draw the label map of an item's ``seed``: adds ``labels`` and ``pv`` (uint8, (1, *shape)) and ``centres``.
+    """Draw the label map of an item's ``seed``: adds ``labels``, ``pv``, ``csf`` (uint8, (1, *shape)), ``centres``.
 
     Args:
         shape: the field of view in voxels at 0.8 mm.
         max_pvs: the most PVS a map may hold.
+        version: the generator version (:data:`scripts.data.synth.anatomy.GENERATOR_VERSIONS`).
     """
 
-    def __init__(self, shape: Sequence[int] = (96, 112, 96), max_pvs: int = 150) -> None:
+    def __init__(
+        self, shape: Sequence[int] = (96, 112, 96), max_pvs: int = 150, version: int = GENERATOR_VERSION
+    ) -> None:
         super().__init__("seed")
         self.shape = tuple(int(s) for s in shape)
         self.max_pvs = int(max_pvs)
+        self.version = check_version(version)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Add the label map of ``data["seed"]``."""
-        drawn = label_map(int(data["seed"]), self.shape, self.max_pvs)
-        return {**data, "labels": drawn.labels[None], "pv": drawn.pv[None], "centres": drawn.centres}
+        drawn = label_map(int(data["seed"]), self.shape, self.max_pvs, self.version)
+        return {
+            **data,
+            "labels": drawn.labels[None],
+            "pv": drawn.pv[None],
+            "csf": drawn.csf[None],
+            "centres": drawn.centres,
+        }
 
 
 class SourceSwitchd(MapTransform):
@@ -143,9 +153,9 @@ def synthetic_datalist(
     }
 
 
-def generator_info(**settings: Any) -> dict[str, Any]:
+def generator_info(version: int = GENERATOR_VERSION, **settings: Any) -> dict[str, Any]:
     """What a model.json records of the generator that trained it: module, version and the given settings."""
-    return {"module": "scripts.data.synth", "version": GENERATOR_VERSION, **settings}
+    return {"module": "scripts.data.synth", "version": check_version(version), **settings}
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -162,6 +172,7 @@ def ensure_validation_set(
     shape: Sequence[int] = (96, 112, 96),
     families: Sequence[str] = VALIDATION_FAMILIES,
     max_pvs: int = 150,
+    version: int = GENERATOR_VERSION,
 ) -> list[dict[str, Any]]:
     """Write the fixed-seed validation volumes once (BIDS layout) and return their datalist items.
 
@@ -175,13 +186,14 @@ def ensure_validation_set(
         shape: their field of view.
         families: the contrasts rendered.
         max_pvs: as for training.
+        version: the generator version, as for training.
 
     Returns:
         Items ``{"image", "label", "id", "contrast"}``, absolute paths.
     """
     root = Path(out_dir).expanduser()
     settings = {
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": check_version(version),
         "n_subjects": int(n_subjects),
         "shape": [int(s) for s in shape],
         "families": list(families),
@@ -199,14 +211,15 @@ def ensure_validation_set(
         affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
         while len(subjects) < n_subjects:
             seed += 1
-            drawn = label_map(seed, shape, max_pvs)
+            drawn = label_map(seed, shape, max_pvs, version)
             if not (drawn.pv >= 128).any():
                 continue
             name = f"sub-v{len(subjects) + 1:02d}"
             rng = np.random.default_rng([seed, 7])
             label = None
             for family in families:
-                image, label = render_volume(drawn.labels, drawn.pv, draw_scan(rng, family, (VOXEL_MM,) * 3, True), rng)
+                scan = draw_scan(rng, family, (VOXEL_MM,) * 3, True)
+                image, label = render_volume(drawn.labels, drawn.pv, scan, rng, csf=drawn.csf)
                 _write(root / name / "anat" / f"{name}_{family}.nii.gz", np.rint(image * 1000).astype(np.int16), affine)
             _write(root / "derivatives/mask" / name / f"{name}_desc-mask_PVS.nii.gz", label.astype(np.int16), affine)
             subjects.append((name, seed))

@@ -15,6 +15,9 @@ Every rendering draws a new scanner and contrast (:func:`draw_scan`):
   acquired voxel (a PVS too thin for the acquisition is not labelled; one it sees is labelled at its true width).
   Voxels finer than 0.8 mm are rendered at 0.8 mm (the label maps' grid), unblurred, where both rules agree.
   ``fine_fraction`` (default 0) renders that share of label maps at an isotropic voxel of 0.6–0.9 mm instead;
+- the label map's CSF fraction (generator version 3) mixed into each voxel's tissue: a voxel of class ``k`` and CSF
+  fraction ``c`` has mean ``(1 - c) * mean[k] + c * mean[csf]`` (a CSF voxel mixes with cortex), so CSF thinner than
+  a voxel shows in cortex; without a fraction (``csf`` None) every voxel is its class;
 - a smooth multiplicative bias field, a gamma curve, now and then a faint shifted replica (ghosting/motion), and one
   time in four a skull-stripped head (air, skull and scalp set to zero).
 
@@ -161,11 +164,27 @@ def _bias_at(scan: Scan, coordinates: np.ndarray, shape: Sequence[int]) -> np.nd
     return np.exp(ndimage.map_coordinates(scan.bias, index, order=1, mode="nearest")).astype(np.float32)
 
 
-def intensity_window(labels: np.ndarray, scan: Scan, rng: np.random.Generator) -> tuple[float, float]:
+def _tissue(classes: np.ndarray, csf: np.ndarray | None, scan: Scan, noise: np.ndarray) -> np.ndarray:
+    """Each voxel's intensity before acquisition: its class's, with its CSF fraction (uint8) mixed in when given."""
+    tissue = scan.means[classes] + scan.stds[classes] * noise
+    if csf is None:
+        return tissue
+    c = csf.astype(np.float32) / 255.0
+    other = np.where(classes == CLASSES["csf"], CLASSES["cortex"], classes)
+    mixed = (1.0 - c) * (scan.means[other] + scan.stds[other] * noise) + c * (
+        scan.means[CLASSES["csf"]] + scan.stds[CLASSES["csf"]] * noise
+    )
+    return np.where(c > 0.0, mixed, tissue)
+
+
+def intensity_window(
+    labels: np.ndarray, scan: Scan, rng: np.random.Generator, csf: np.ndarray | None = None
+) -> tuple[float, float]:
     """The 0.5 and 99.5 percentiles of the whole rendered field of view, from a coarse rendering (every 3rd voxel)."""
     coarse = labels[::3, ::3, ::3]
     grid = np.indices(coarse.shape, dtype=np.float32) * 3
-    values = scan.means[coarse] + scan.stds[coarse] * rng.standard_normal(coarse.shape, dtype=np.float32)
+    noise = rng.standard_normal(coarse.shape, dtype=np.float32)
+    values = _tissue(coarse, None if csf is None else csf[::3, ::3, ::3], scan, noise)
     values = values * _bias_at(scan, grid, labels.shape)
     sigma = scan.noise * float(scan.means.max())
     values = np.hypot(values + sigma * rng.standard_normal(coarse.shape), sigma * rng.standard_normal(coarse.shape))
@@ -218,6 +237,7 @@ def render_region(
     window: tuple[float, float],
     rng: np.random.Generator,
     label_rule: int = DEFAULT_LABEL_RULE,
+    csf: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render the box ``[lo, lo + size)`` of a label map: the image in [0, 1] and the binary PVS label, float32.
 
@@ -230,6 +250,7 @@ def render_region(
         window: the intensity window (:func:`intensity_window`).
         rng: the random stream (noise).
         label_rule: how the label follows the acquisition (:data:`LABEL_RULES`, module docstring).
+        csf: the label map's uint8 CSF fraction, or None (every voxel its class).
 
     Returns:
         The image and the label, each of shape ``size``.
@@ -247,7 +268,7 @@ def render_region(
     if pv.dtype == np.uint8:
         fraction /= 255.0
     noise = rng.standard_normal(classes.shape, dtype=np.float32)
-    tissue = scan.means[classes] + scan.stds[classes] * noise
+    tissue = _tissue(classes, None if csf is None else _crop(csf, start, stop), scan, noise)
     fluid = scan.pvs_mean + scan.stds[CLASSES["csf"]] * noise
     image = (1.0 - fraction) * tissue + fraction * fluid
     grid = np.indices(classes.shape, dtype=np.float32) + start.reshape(3, 1, 1, 1)
@@ -279,7 +300,8 @@ def render_region(
 class RandSynthPatchesd(Randomizable, MapTransform):
     """Render ``num_samples`` training patches of a label map, each with the same drawn scan.
 
-    Input keys: ``labels``, ``pv`` and ``centres`` (from :class:`scripts.data.synth.dataset.SynthLabelMapd`).
+    Input keys: ``labels``, ``pv``, ``centres`` and (generator version 3) ``csf`` (from
+    :class:`scripts.data.synth.dataset.SynthLabelMapd`).
     Output: a list of ``{"image", "label"}`` (float32 tensors of shape (1, *patch_size)), ``"contrast"`` (the
     family) and ``"voxel_mm"`` (the acquisition's voxel size). A patch is centred on a PVS with probability
     ``pos / (pos + neg)``: on a tube drawn uniformly among the map's tubes (so small PVS are sampled as often as large
@@ -337,17 +359,26 @@ class RandSynthPatchesd(Randomizable, MapTransform):
         labels = np.asarray(data["labels"]).reshape(np.asarray(data["labels"]).shape[-3:])
         pv = np.asarray(data["pv"]).reshape(labels.shape)
         centres = np.asarray(data["centres"], dtype=np.float32).reshape(-1, 3)
+        csf = np.asarray(data["csf"]).reshape(labels.shape) if data.get("csf") is not None else None
         rng = np.random.default_rng(self.R.randint(2**32))  # MONAI seeds self.R (a RandomState) per worker
         family = str(rng.choice(self.families)) if self.families is not None else None
         voxel = None
         if self.fine_fraction and rng.random() < self.fine_fraction:  # no draw at 0: the generator's stream unchanged
             voxel = (float(rng.uniform(*FINE_RANGE_MM)),) * 3
         scan = draw_scan(rng, family, voxel)
-        window = intensity_window(labels, scan, rng)
+        window = intensity_window(labels, scan, rng, csf)
         out = []
         for _ in range(self.num_samples):
             image, label = render_region(
-                labels, pv, self._centre(rng, labels, centres), self.patch_size, scan, window, rng, self.label_rule
+                labels,
+                pv,
+                self._centre(rng, labels, centres),
+                self.patch_size,
+                scan,
+                window,
+                rng,
+                self.label_rule,
+                csf,
             )
             out.append(
                 {
@@ -361,8 +392,13 @@ class RandSynthPatchesd(Randomizable, MapTransform):
 
 
 def render_volume(
-    labels: np.ndarray, pv: np.ndarray, scan: Scan, rng: np.random.Generator, label_rule: int = DEFAULT_LABEL_RULE
+    labels: np.ndarray,
+    pv: np.ndarray,
+    scan: Scan,
+    rng: np.random.Generator,
+    label_rule: int = DEFAULT_LABEL_RULE,
+    csf: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a whole label map (a fixed-seed validation volume): image in [0, 1] and binary label, at 0.8 mm."""
-    window = intensity_window(labels, scan, rng)
-    return render_region(labels, pv, (0, 0, 0), labels.shape, scan, window, rng, label_rule)
+    window = intensity_window(labels, scan, rng, csf)
+    return render_region(labels, pv, (0, 0, 0), labels.shape, scan, window, rng, label_rule, csf)
