@@ -236,5 +236,5 @@ def test_model_zoo_files_are_in_place():
     data_license = (BUNDLE_ROOT / "docs" / "data_license.txt").read_text()
     assert "CC0" in data_license and "10.18112/openneuro.ds005595.v1.0.0" in data_license
     large_files = ConfigParser.load_config_file(BUNDLE_ROOT / "large_files.yml")["large_files"]  # as the zoo reads it
-    assert large_files == []  # no weights published yet: nothing for the zoo to download, and no placeholder URL
+    assert large_files == []  # the shipped weights are in git: nothing for the zoo to download, no placeholder URL
     assert "large_files.yml" in (BUNDLE_ROOT / "docs" / "README.md").read_text()  # says how to produce them

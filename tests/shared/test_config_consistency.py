@@ -37,6 +37,7 @@ RECORDED = [
     "encoder_name",
     "decoder_channels",
     "norm",
+    "full_res_channels",
 ]
 # The test-time settings evaluate.json (over train.json) repeats from inference.json.
 SHARED_WITH_EVALUATION = [
