@@ -166,15 +166,12 @@ def _bias_at(scan: Scan, coordinates: np.ndarray, shape: Sequence[int]) -> np.nd
 
 def _tissue(classes: np.ndarray, csf: np.ndarray | None, scan: Scan, noise: np.ndarray) -> np.ndarray:
     """Each voxel's intensity before acquisition: its class's, with its CSF fraction (uint8) mixed in when given."""
-    tissue = scan.means[classes] + scan.stds[classes] * noise
     if csf is None:
-        return tissue
+        return scan.means[classes] + scan.stds[classes] * noise
     c = csf.astype(np.float32) / 255.0
-    other = np.where(classes == CLASSES["csf"], CLASSES["cortex"], classes)
-    mixed = (1.0 - c) * (scan.means[other] + scan.stds[other] * noise) + c * (
-        scan.means[CLASSES["csf"]] + scan.stds[CLASSES["csf"]] * noise
-    )
-    return np.where(c > 0.0, mixed, tissue)
+    other = np.where((classes == CLASSES["csf"]) & (c > 0.0), CLASSES["cortex"], classes)  # CSF mixes with cortex
+    fluid = scan.means[CLASSES["csf"]] + scan.stds[CLASSES["csf"]] * noise
+    return (1.0 - c) * (scan.means[other] + scan.stds[other] * noise) + c * fluid
 
 
 def intensity_window(
